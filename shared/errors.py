@@ -1,0 +1,172 @@
+"""The one error hierarchy of the app.
+
+Every failure an operator or a caller can see is one of these classes. Each carries the HTTP
+status and a stable problem type, so the HTTP layer renders any of them as RFC 9457
+``application/problem+json`` without knowing where it came from, and the CLI and the timer can
+tell "fix your input" from "try later" from "an operator must act" by class alone.
+
+Messages here are shown to callers: they never contain a secret, a token or a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_TYPE_PREFIX = "urn:product-upgrades:problem:"
+
+
+class UpgradeError(Exception):
+    """Base class: something went wrong that has a clear, safe explanation."""
+
+    status: int = 500
+    slug: str = "internal"
+    title: str = "The request could not be completed"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+        self.extensions: dict[str, Any] = dict(extensions or {})
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPE_PREFIX + self.slug
+
+
+# --- Caller mistakes (4xx): nothing was sent to Partner Center, nothing was stored. ---
+
+
+class InvalidRequest(UpgradeError):
+    status = 400
+    slug = "invalid-request"
+    title = "The request is not valid"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    slug = "payload-too-large"
+    title = "The request body is too large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "The request body must be JSON"
+
+
+class NotFound(UpgradeError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(UpgradeError):
+    status = 409
+    slug = "conflict"
+    title = "The request conflicts with the current state"
+
+
+class IdempotencyKeyReused(Conflict):
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "The Idempotency-Key was already used for a different request"
+
+
+class Unauthorized(UpgradeError):
+    status = 401
+    slug = "unauthorized"
+    title = "The request is not authenticated"
+
+
+# --- Partner Center said no to a well-formed request (4xx chosen deliberately). ---
+
+
+class PartnerCenterRejected(UpgradeError):
+    """Partner Center refused the request; its error code travels in the problem body."""
+
+    status = 422
+    slug = "partner-center-rejected"
+    title = "Partner Center rejected the request"
+
+
+class NotEligible(PartnerCenterRejected):
+    status = 422
+    slug = "not-eligible"
+    title = "The customer is not eligible for this product upgrade"
+
+
+class CustomerAccessDenied(PartnerCenterRejected):
+    status = 403
+    slug = "customer-access-denied"
+    title = "Partner Center denied access to this customer"
+
+
+class UpstreamNotFound(PartnerCenterRejected):
+    status = 404
+    slug = "upstream-not-found"
+    title = "Partner Center does not know this customer or upgrade"
+
+
+class UpstreamConflict(PartnerCenterRejected):
+    status = 409
+    slug = "upstream-conflict"
+    title = "Partner Center reports a conflicting upgrade"
+
+
+# --- Upstream trouble (5xx): try again later, or an operator must act. ---
+
+
+class UpstreamError(UpgradeError):
+    status = 502
+    slug = "upstream-error"
+    title = "Partner Center did not give a usable answer"
+
+
+class UpstreamThrottled(UpstreamError):
+    """Partner Center is throttling or unavailable beyond the inline retry budget."""
+
+    status = 503
+    slug = "upstream-throttled"
+    title = "Partner Center is busy; retry later"
+
+
+class SubmissionOutcomeUnknown(UpstreamError):
+    """The create call may or may not have reached Partner Center and it could not be resolved.
+
+    Resubmitting blindly could double the upgrade, so this is its own class: callers are told
+    to check eligibility or status, never to simply retry.
+    """
+
+    status = 502
+    slug = "submission-outcome-unknown"
+    title = "It is not known whether Partner Center accepted the upgrade"
+
+
+class ReconsentRequired(UpgradeError):
+    """The refresh token was refused (expired, revoked, or consent withdrawn)."""
+
+    status = 502
+    slug = "reconsent-required"
+    title = "The Partner Center refresh token is no longer valid: an operator must re-consent"
+
+
+class CredentialsUnavailable(UpgradeError):
+    """Key Vault or the app registration could not provide usable credentials."""
+
+    status = 502
+    slug = "credentials-unavailable"
+    title = "The partner app credentials could not be obtained"
+
+
+class ConfigurationError(UpgradeError):
+    """The app's settings are missing or invalid; the message names each setting."""
+
+    status = 500
+    slug = "configuration-error"
+    title = "The function app is misconfigured"

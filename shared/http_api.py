@@ -1,0 +1,131 @@
+"""HTTP handlers: read and check the request, call the upgrade service, shape the answer.
+
+Each handler takes the `func.HttpRequest` the Functions host gives and returns a
+`func.HttpResponse`; `function_app.py` only wires routes to them. Every failure becomes
+problem+json through `_handled`: an `UpgradeError` with its own status, anything else a 500 that
+says only "internal error" and the correlation id (the details go to the log, never the body).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import azure.functions as func
+
+from .correlation import CallContext, correlation_id_from
+from .errors import UpgradeError
+from .http_responses import json_response, problem_response
+from .identifiers import new_guid
+from .runtime import get_runtime
+from .upgrades import final_state
+from .validation import (
+    DEFAULT_PRODUCT_FAMILY,
+    UpgradeTarget,
+    customer_id_value,
+    product_family_value,
+    read_json_object,
+    upgrade_id_value,
+    upgrade_target,
+)
+
+log = logging.getLogger(__name__)
+
+UPGRADE_FIELDS = ("customerId", "productFamily")
+ELIGIBILITY_FIELDS = ("customerId", "productFamily")
+
+Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
+
+
+def _handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Give the handler a correlation id and turn every exception into problem+json."""
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        correlation_id = new_guid()
+        try:
+            correlation_id = correlation_id_from(req.headers)
+            return handler(req, correlation_id)
+        except UpgradeError as error:
+            log.warning(
+                "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
+                handler.__name__, error.status, error.slug, correlation_id, error.detail,
+            )
+            return problem_response(error, correlation_id)
+        except Exception:
+            log.exception("http.internal_error handler=%s correlation_id=%s", handler.__name__, correlation_id)
+            internal = UpgradeError(f"Internal error; quote correlation id {correlation_id} to the operators")
+            return problem_response(internal, correlation_id)
+
+    return wrapper
+
+
+@_handled
+def create_upgrade(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """POST product-upgrades: 202 with the new upgrade id, or 200 with the one already in place."""
+    target = upgrade_target(read_json_object(req.headers, req.get_body(), UPGRADE_FIELDS))
+    context = CallContext.new(correlation_id)
+    submission = get_runtime().upgrades.submit(target, context)
+    status_url = _status_url(req, submission.upgrade_id, target)
+    body = {
+        "upgradeId": submission.upgrade_id,
+        "customerId": target.customer_id,
+        "productFamily": target.product_family,
+        "outcome": submission.outcome,
+        "correlationId": correlation_id,
+        "statusUrl": status_url,
+    }
+    status = 200 if submission.outcome == "existing" else 202
+    return json_response(body, status, correlation_id, {"Location": status_url})
+
+
+@_handled
+def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """GET product-upgrades/{upgradeId}?customerId=...: Partner Center's status of the upgrade."""
+    upgrade_id = upgrade_id_value(req.route_params.get("upgradeId"))
+    target = UpgradeTarget(
+        customer_id=customer_id_value(req.params.get("customerId"), "customerId"),
+        product_family=product_family_value(req.params.get("productFamily", DEFAULT_PRODUCT_FAMILY)),
+    )
+    status = get_runtime().upgrades.status(upgrade_id, target, CallContext.new(correlation_id))
+    return json_response(status_body(upgrade_id, target, status, correlation_id), 200, correlation_id)
+
+
+@_handled
+def check_eligibility(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """POST product-upgrades/eligibility: can this customer be upgraded, and if not, why."""
+    target = upgrade_target(read_json_object(req.headers, req.get_body(), ELIGIBILITY_FIELDS))
+    eligibility = get_runtime().upgrades.eligibility(target, CallContext.new(correlation_id))
+    body = {
+        "customerId": target.customer_id,
+        "productFamily": target.product_family,
+        "isEligible": eligibility.is_eligible,
+        "upgradeId": eligibility.upgrade_id,
+        "reason": eligibility.reason,
+        "correlationId": correlation_id,
+    }
+    return json_response(body, 200, correlation_id)
+
+
+def status_body(upgrade_id: str, target: UpgradeTarget, status: dict[str, Any], correlation_id: str) -> dict[str, Any]:
+    """Our view of Partner Center's ProductUpgradesStatus: its fields plus a normalised `state`."""
+    upstream_status = status.get("status")
+    state = final_state(upstream_status if isinstance(upstream_status, str) else None) or "inProgress"
+    return {
+        "upgradeId": upgrade_id,
+        "customerId": target.customer_id,
+        "productFamily": status.get("productFamily") or target.product_family,
+        "state": state,
+        "status": upstream_status,
+        "lineItems": status.get("lineItems") or [],
+        "errorDetails": status.get("errorDetails"),
+        "correlationId": correlation_id,
+    }
+
+
+def _status_url(req: func.HttpRequest, upgrade_id: str, target: UpgradeTarget) -> str:
+    path = f"/api/product-upgrades/{upgrade_id}?customerId={quote(target.customer_id)}"
+    return urljoin(req.url, path)

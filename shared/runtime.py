@@ -1,0 +1,59 @@
+"""The process-wide objects, built once on first use and shared by every invocation.
+
+Building is lazy so that importing `function_app` stays cheap (cold start) and so that a
+misconfigured app still starts and answers each request with a problem+json naming the bad
+setting, instead of failing to load with a stack trace in the host log.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .partner_center import PartnerCenterClient
+from .secrets import SecretStore, build_secret_store
+from .settings import Settings, load_settings
+from .tokens import PartnerCenterTokens
+from .upgrades import UpgradeService
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    secrets: SecretStore
+    tokens: PartnerCenterTokens
+    partner_center: PartnerCenterClient
+    upgrades: UpgradeService
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The shared runtime; raises ConfigurationError (naming each bad setting) if settings are wrong."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = build_runtime(load_settings())
+    return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the shared runtime so the next call re-reads settings (tests, local runner reloads)."""
+    global _runtime
+    with _lock:
+        _runtime = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    secrets = build_secret_store(settings.key_vault_url, settings.secret_cache_seconds)
+    tokens = PartnerCenterTokens(settings, secrets)
+    partner_center = PartnerCenterClient(
+        settings.partner_center_endpoint,
+        tokens.access_token,
+        read_timeout_seconds=settings.partner_center_timeout_seconds,
+        max_retry_after_seconds=settings.partner_center_max_retry_after_seconds,
+    )
+    return Runtime(settings, secrets, tokens, partner_center, UpgradeService(partner_center))

@@ -5,16 +5,24 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 
 import azure.functions as func
 
-from shared import http_api
+from shared import http_api, request_api, timer_api
+from shared.settings import pending_schedule
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-@app.function_name("create_product_upgrade")
+@app.function_name("submit_product_upgrade")
 @app.route(route="product-upgrades", methods=["POST"])
-def create_product_upgrade(req: func.HttpRequest) -> func.HttpResponse:
-    """Upgrade a customer to a product family (Azure plan): answers with the upgrade id."""
-    return http_api.create_upgrade(req)
+def submit_product_upgrade(req: func.HttpRequest) -> func.HttpResponse:
+    """Store an upgrade request and submit it to Partner Center (or queue it: Prefer: respond-async)."""
+    return request_api.submit_request(req)
+
+
+@app.function_name("get_product_upgrade_request")
+@app.route(route="product-upgrade-requests/{requestId}", methods=["GET"])
+def get_product_upgrade_request(req: func.HttpRequest) -> func.HttpResponse:
+    """One upgrade request: 202 + Retry-After while it is not final, 200 once it is."""
+    return request_api.get_request(req)
 
 
 @app.function_name("check_product_upgrade_eligibility")
@@ -29,3 +37,10 @@ def check_product_upgrade_eligibility(req: func.HttpRequest) -> func.HttpRespons
 def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
     """Partner Center's status of an upgrade (status and line items)."""
     return http_api.get_upgrade_status(req)
+
+
+@app.function_name("process_pending_requests")
+@app.timer_trigger(schedule=pending_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
+def process_pending_requests(timer: func.TimerRequest) -> None:
+    """Submit pending requests, resolve interrupted ones, poll submitted upgrades until final."""
+    timer_api.process_pending(timer)

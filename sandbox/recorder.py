@@ -11,9 +11,11 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
-from .wire import Headers
+if TYPE_CHECKING:
+    from .wire import Headers
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class RecordedCall:
         """The request body parsed as JSON."""
         return json.loads(self.body.decode("utf-8"))
 
+    def form(self) -> dict[str, str]:
+        """The request body as a URL-encoded form (token requests), first value of each field."""
+        return {key: values[0] for key, values in parse_qs(self.body.decode("utf-8"), keep_blank_values=True).items()}
+
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive header lookup."""
         return self.headers.get(name, default)
@@ -57,8 +63,7 @@ class CallLog:
             return [
                 call
                 for call in self._calls
-                if (service is None or call.service == service)
-                and (operation is None or call.operation == operation)
+                if (service is None or call.service == service) and (operation is None or call.operation == operation)
             ]
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -85,11 +85,15 @@ class Request:
 
 @dataclass
 class Response:
-    """What a fake service answers; the server adds Date, Server and Content-Length."""
+    """What a fake service answers; the server adds Date, Server and Content-Length.
+
+    ``replayed`` never goes on the wire: it marks an idempotent replay for the call log.
+    """
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:

@@ -170,3 +170,14 @@ class ConfigurationError(UpgradeError):
     status = 500
     slug = "configuration-error"
     title = "The function app is misconfigured"
+
+
+def error_class_for(slug: str | None) -> type[UpgradeError]:
+    """The class whose `slug` this is (stored records keep the slug, not the exception)."""
+    pending: list[type[UpgradeError]] = [UpgradeError]
+    while pending:
+        cls = pending.pop()
+        if cls.slug == slug:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return UpgradeError

@@ -1,9 +1,12 @@
-"""HTTP handlers: read and check the request, call the upgrade service, shape the answer.
+"""HTTP handlers for Partner Center's own views: an upgrade's status, a customer's eligibility.
+
+(Accepting upgrade requests is in `request_api`.) Shared here: `handled`, the wrapper that gives
+every handler a correlation id and turns every exception into problem+json.
 
 Each handler takes the `func.HttpRequest` the Functions host gives and returns a
-`func.HttpResponse`; `function_app.py` only wires routes to them. Every failure becomes
-problem+json through `_handled`: an `UpgradeError` with its own status, anything else a 500 that
-says only "internal error" and the correlation id (the details go to the log, never the body).
+`func.HttpResponse`; `function_app.py` only wires routes to them. An `UpgradeError` becomes its
+own status; anything else a 500 that says only "internal error" and the correlation id (the
+details go to the log, never the body).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urljoin
 
 import azure.functions as func
 
@@ -40,7 +42,7 @@ ELIGIBILITY_FIELDS = ("customerId", "productFamily")
 Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
 
 
-def _handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
     """Give the handler a correlation id and turn every exception into problem+json."""
 
     @functools.wraps(handler)
@@ -63,26 +65,7 @@ def _handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse
     return wrapper
 
 
-@_handled
-def create_upgrade(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    """POST product-upgrades: 202 with the new upgrade id, or 200 with the one already in place."""
-    target = upgrade_target(read_json_object(req.headers, req.get_body(), UPGRADE_FIELDS))
-    context = CallContext.new(correlation_id)
-    submission = get_runtime().upgrades.submit(target, context)
-    status_url = _status_url(req, submission.upgrade_id, target)
-    body = {
-        "upgradeId": submission.upgrade_id,
-        "customerId": target.customer_id,
-        "productFamily": target.product_family,
-        "outcome": submission.outcome,
-        "correlationId": correlation_id,
-        "statusUrl": status_url,
-    }
-    status = 200 if submission.outcome == "existing" else 202
-    return json_response(body, status, correlation_id, {"Location": status_url})
-
-
-@_handled
+@handled
 def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrades/{upgradeId}?customerId=...: Partner Center's status of the upgrade."""
     upgrade_id = upgrade_id_value(req.route_params.get("upgradeId"))
@@ -94,7 +77,7 @@ def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpR
     return json_response(status_body(upgrade_id, target, status, correlation_id), 200, correlation_id)
 
 
-@_handled
+@handled
 def check_eligibility(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades/eligibility: can this customer be upgraded, and if not, why."""
     target = upgrade_target(read_json_object(req.headers, req.get_body(), ELIGIBILITY_FIELDS))
@@ -124,8 +107,3 @@ def status_body(upgrade_id: str, target: UpgradeTarget, status: dict[str, Any], 
         "errorDetails": status.get("errorDetails"),
         "correlationId": correlation_id,
     }
-
-
-def _status_url(req: func.HttpRequest, upgrade_id: str, target: UpgradeTarget) -> str:
-    path = f"/api/product-upgrades/{upgrade_id}?customerId={quote(target.customer_id)}"
-    return urljoin(req.url, path)

@@ -51,7 +51,7 @@ STATUS_PATH = "/v1/productUpgrades/{upgrade_id}/status"
 APPLICATION_NAME = "csp-product-upgrade-function"
 CONNECT_TIMEOUT_SECONDS = 3.05
 MAX_STATUS_RETRIES = 2
-MAX_CONNECT_RETRIES = 2
+MAX_CONNECT_RETRIES = 1
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX_SECONDS = 4.0
 
@@ -107,11 +107,13 @@ class PartnerCenterClient:
 
     @property
     def worst_case_seconds(self) -> float:
-        """Longest one call can take with every retry, wait and timeout spent (< 120 s budget)."""
-        attempts = 1 + MAX_STATUS_RETRIES + MAX_CONNECT_RETRIES
-        per_attempt = self._timeout[0] + self._timeout[1]
-        waits = (MAX_STATUS_RETRIES + MAX_CONNECT_RETRIES) * max(self._max_retry_after, BACKOFF_MAX_SECONDS)
-        return attempts * per_attempt + waits
+        """Longest one call can take with every retry spent: each answered attempt waits the full
+        read timeout, each failed connect the connect timeout, each retry the longest wait we
+        accept inline. Kept well under Power Automate's 120 s synchronous limit."""
+        connect, read = self._timeout
+        answered_attempts = 1 + MAX_STATUS_RETRIES
+        waits = MAX_STATUS_RETRIES * max(self._max_retry_after, BACKOFF_MAX_SECONDS)
+        return answered_attempts * (connect + read) + MAX_CONNECT_RETRIES * connect + waits
 
     def create_upgrade(self, customer_id: str, product_family: str, context: CallContext) -> str:
         """Start the upgrade; the new upgrade id (raises AmbiguousCreate when the outcome is unknown)."""

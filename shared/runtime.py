@@ -7,10 +7,16 @@ setting, instead of failing to load with a stack trace in the host log.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from dataclasses import dataclass
 
+from .identifiers import new_guid
+from .intake import Intake
 from .partner_center import PartnerCenterClient
+from .request_processor import ProcessingPolicy, RequestProcessor
+from .request_store import RequestStore, build_request_store
 from .secrets import SecretStore, build_secret_store
 from .settings import Settings, load_settings
 from .tokens import PartnerCenterTokens
@@ -24,6 +30,10 @@ class Runtime:
     tokens: PartnerCenterTokens
     partner_center: PartnerCenterClient
     upgrades: UpgradeService
+    store: RequestStore
+    processor: RequestProcessor
+    intake: Intake
+    owner: str  # this instance's name on leases: which worker holds a claim
 
 
 _runtime: Runtime | None = None
@@ -47,6 +57,12 @@ def reset_runtime() -> None:
         _runtime = None
 
 
+def instance_name() -> str:
+    """Host/instance + process + a random suffix: unique per runtime, readable in the table."""
+    host = os.environ.get("WEBSITE_INSTANCE_ID", "")[:12] or socket.gethostname()
+    return f"{host}:{os.getpid()}:{new_guid()[:8]}"
+
+
 def build_runtime(settings: Settings) -> Runtime:
     secrets = build_secret_store(settings.key_vault_url, settings.secret_cache_seconds)
     tokens = PartnerCenterTokens(settings, secrets)
@@ -56,4 +72,22 @@ def build_runtime(settings: Settings) -> Runtime:
         read_timeout_seconds=settings.partner_center_timeout_seconds,
         max_retry_after_seconds=settings.partner_center_max_retry_after_seconds,
     )
-    return Runtime(settings, secrets, tokens, partner_center, UpgradeService(partner_center))
+    upgrades = UpgradeService(partner_center)
+    store = build_request_store(settings.storage, settings.upgrade_requests_table)
+    policy = ProcessingPolicy(
+        max_attempts=settings.pending_max_attempts,
+        lease_seconds=settings.request_lease_seconds,
+        poll_interval_seconds=settings.status_poll_seconds,
+    )
+    owner = instance_name()
+    return Runtime(
+        settings=settings,
+        secrets=secrets,
+        tokens=tokens,
+        partner_center=partner_center,
+        upgrades=upgrades,
+        store=store,
+        processor=RequestProcessor(store, upgrades, policy),
+        intake=Intake(store, owner, settings.request_lease_seconds),
+        owner=owner,
+    )

@@ -56,12 +56,36 @@ SECRET_CACHE_SECONDS = Setting(
     "SECRET_CACHE_SECONDS", "300", "How long a Key Vault secret value is reused in-process (0-86400)."
 )
 PARTNER_CENTER_TIMEOUT_SECONDS = Setting(
-    "PARTNER_CENTER_TIMEOUT_SECONDS", "20", "Read timeout of one Partner Center call (1-30)."
+    "PARTNER_CENTER_TIMEOUT_SECONDS", "15", "Read timeout of one Partner Center call (1-30)."
 )
 PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS = Setting(
     "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS",
-    "10",
-    "Longest Retry-After waited inline (0-30); longer ones are answered 503 with Retry-After.",
+    "5",
+    "Longest Retry-After waited inline (0-20); longer ones leave the request pending (503 for queries).",
+)
+
+AZURE_WEBJOBS_STORAGE = Setting(
+    "AzureWebJobsStorage",
+    None,
+    "Storage for the host and the request table: a connection string (UseDevelopmentStorage=true for "
+    "Azurite), or identity-based AzureWebJobsStorage__accountName / __tableServiceUri (+ __clientId).",
+)
+UPGRADE_REQUESTS_TABLE = Setting("UPGRADE_REQUESTS_TABLE", "productupgraderequests", "Table of upgrade requests.")
+PENDING_SCHEDULE = Setting(
+    "PENDING_SCHEDULE", "0 */5 * * * *", "NCRONTAB schedule of the timer that processes pending requests."
+)
+PENDING_CONCURRENCY = Setting("PENDING_CONCURRENCY", "4", "Requests the timer works on at once (1-32).")
+PENDING_MAX_ATTEMPTS = Setting(
+    "PENDING_MAX_ATTEMPTS", "8", "Submission attempts before a request is failed with its last error (1-50)."
+)
+PENDING_RUN_SECONDS = Setting(
+    "PENDING_RUN_SECONDS", "240", "A timer run stops claiming new work after this long (10-540)."
+)
+REQUEST_LEASE_SECONDS = Setting(
+    "REQUEST_LEASE_SECONDS", "300", "Claim lease; a crashed worker's request is picked up after it (60-3600)."
+)
+STATUS_POLL_SECONDS = Setting(
+    "STATUS_POLL_SECONDS", "120", "Interval between status polls of a submitted upgrade (10-86400)."
 )
 
 ALL_SETTINGS: tuple[Setting, ...] = (
@@ -76,10 +100,31 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     SECRET_CACHE_SECONDS,
     PARTNER_CENTER_TIMEOUT_SECONDS,
     PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS,
+    AZURE_WEBJOBS_STORAGE,
+    UPGRADE_REQUESTS_TABLE,
+    PENDING_SCHEDULE,
+    PENDING_CONCURRENCY,
+    PENDING_MAX_ATTEMPTS,
+    PENDING_RUN_SECONDS,
+    REQUEST_LEASE_SECONDS,
+    STATUS_POLL_SECONDS,
 )
 
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$", re.ASCII)
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$", re.ASCII)
 _TENANT_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$", re.ASCII)
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where the request table lives: a connection string, or an endpoint + managed identity."""
+
+    connection_string: str | None
+    table_endpoint: str | None
+    client_id: str | None
+
+    def __repr__(self) -> str:  # a connection string holds an account key: never print it
+        return f"StorageTarget(table_endpoint={self.table_endpoint!r}, connection_string={'***' if self.connection_string else None})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +142,13 @@ class Settings:
     secret_cache_seconds: int
     partner_center_timeout_seconds: int
     partner_center_max_retry_after_seconds: int
+    upgrade_requests_table: str
+    pending_concurrency: int
+    pending_max_attempts: int
+    pending_run_seconds: int
+    request_lease_seconds: int
+    status_poll_seconds: int
+    storage: StorageTarget
 
     @property
     def authority(self) -> str:
@@ -153,11 +205,44 @@ class _Reader:
             )
         return value
 
+    def table_name(self, setting: Setting) -> str:
+        value = self.raw(setting)
+        if not _TABLE_NAME.match(value):
+            self.problems.append(f"{setting.name} must be a table name (3-63 letters/digits, letter first), got {value!r}")
+        return value
+
+    def storage(self, setting: Setting) -> StorageTarget:
+        """The Functions host's own storage setting, in any of its documented forms."""
+
+        def get(suffix: str) -> str:
+            return (self._environ.get(setting.name + suffix) or "").strip()
+
+        connection_string, endpoint, account = get(""), get("__tableServiceUri"), get("__accountName")
+        if not endpoint and account:
+            endpoint = f"https://{account}.table.core.windows.net"
+        if not connection_string and not endpoint:
+            self.problems.append(f"{setting.name} is required ({setting.description})")
+        elif not connection_string and not endpoint.startswith("https://"):
+            self.problems.append(f"{setting.name}__tableServiceUri must be an https:// URL, got {endpoint!r}")
+        client_id = get("__clientId") or (self._environ.get("AZURE_CLIENT_ID") or "").strip()
+        return StorageTarget(connection_string or None, None if connection_string else endpoint, client_id or None)
+
     def tenant(self, setting: Setting) -> str:
         value = self.raw(setting)
         if value and not (is_guid(value) or _TENANT_DOMAIN.match(value)):
             self.problems.append(f"{setting.name} must be a tenant GUID or domain, got {value!r}")
         return value
+
+
+def pending_schedule(environ: Mapping[str, str] | None = None) -> str:
+    """The timer's NCRONTAB schedule, read when `function_app` is indexed (so it has a default)."""
+    value = ((os.environ if environ is None else environ).get(PENDING_SCHEDULE.name) or "").strip()
+    schedule = value or str(PENDING_SCHEDULE.default)
+    if len(schedule.split()) != 6:
+        raise ConfigurationError(
+            f"{PENDING_SCHEDULE.name} must be a 6-field NCRONTAB expression (seconds first), got {schedule!r}"
+        )
+    return schedule
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -174,7 +259,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         authority_host=read.https_url(AZURE_AUTHORITY_HOST),
         secret_cache_seconds=read.integer(SECRET_CACHE_SECONDS, 0, 86400),
         partner_center_timeout_seconds=read.integer(PARTNER_CENTER_TIMEOUT_SECONDS, 1, 30),
-        partner_center_max_retry_after_seconds=read.integer(PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS, 0, 30),
+        partner_center_max_retry_after_seconds=read.integer(PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS, 0, 20),
+        upgrade_requests_table=read.table_name(UPGRADE_REQUESTS_TABLE),
+        pending_concurrency=read.integer(PENDING_CONCURRENCY, 1, 32),
+        pending_max_attempts=read.integer(PENDING_MAX_ATTEMPTS, 1, 50),
+        pending_run_seconds=read.integer(PENDING_RUN_SECONDS, 10, 540),
+        request_lease_seconds=read.integer(REQUEST_LEASE_SECONDS, 60, 3600),
+        status_poll_seconds=read.integer(STATUS_POLL_SECONDS, 10, 86400),
+        storage=read.storage(AZURE_WEBJOBS_STORAGE),
     )
     if read.problems:
         raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))

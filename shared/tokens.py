@@ -97,9 +97,16 @@ class PartnerCenterTokens:
         cached = app.token_cache.search(msal.TokenCache.CredentialType.REFRESH_TOKEN)
         latest = next((item["secret"] for item in cached if item.get("secret")), None)
         if latest and latest != self._refresh_token_in_vault:
-            self._secrets.set(self._settings.refresh_token_secret_name, latest)
+            name = self._settings.refresh_token_secret_name
+            try:
+                self._secrets.set(name, latest)
+            except CredentialsUnavailable as error:
+                # Not fatal: Entra keeps the previous refresh token valid, we hold a good access
+                # token, and the write is tried again after the next grant. Loud, so it is fixed.
+                log.error("token.refresh_token_write_back_failed secret_name=%s detail=%s", name, error.detail)
+                return
             self._refresh_token_in_vault = latest
-            log.info("token.refresh_token_rotated secret_name=%s", self._settings.refresh_token_secret_name)
+            log.info("token.refresh_token_rotated secret_name=%s", name)
 
     def _application(self) -> msal.ConfidentialClientApplication:
         """The MSAL app for the current credentials; rebuilt (fresh cache) if they changed."""

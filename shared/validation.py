@@ -73,9 +73,9 @@ def customer_id_value(value: object, name: str = "customerId") -> str:
     return str(value).lower()
 
 
-def upgrade_id_value(value: object) -> str:
+def upgrade_id_value(value: object, field: str = "upgradeId") -> str:
     if not is_guid(value):
-        raise InvalidRequest("The upgrade id must be a GUID", extensions={"field": "upgradeId"})
+        raise InvalidRequest(f"{field} must be a GUID", extensions={"field": field})
     return str(value).lower()
 
 

@@ -1,0 +1,109 @@
+"""The ``/_sandbox/`` control surface, for processes that cannot hold the ``Sandbox`` object.
+
+Benchmarks and the local runner start the sandbox in another process (``python -m sandbox``)
+and still need to read call counts, inject faults and set latency. These routes are never
+recorded and never faulted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from .wire import Request, Response
+
+if TYPE_CHECKING:
+    from .state import SandboxState
+
+
+def _json_body(request: Request) -> Any:
+    if not request.body.strip():
+        return {}
+    return request.json()
+
+
+def _bad(message: str) -> Response:
+    return Response.json(400, {"error": message})
+
+
+def calls(request: Request, state: SandboxState) -> Response:
+    """``GET /_sandbox/calls``: counts per service/operation and submissions per customer."""
+    counts = state.calls.counts()
+    body = {
+        "calls": counts,
+        "total": sum(sum(ops.values()) for ops in counts.values()),
+        "submissions": state.upgrades.submission_counts(),
+        "faults_pending": state.faults.pending(),
+        "latency": state.latency,
+    }
+    return Response.json(200, body)
+
+
+def reset(request: Request, state: SandboxState) -> Response:
+    """``POST /_sandbox/reset``: forget calls, faults and latency; ``{"upgrades": true}`` also forgets upgrades."""
+    try:
+        options = _json_body(request)
+    except ValueError:
+        return _bad("body must be JSON")
+    state.calls.clear()
+    state.faults.clear()
+    state.latency = 0.0
+    if isinstance(options, dict) and options.get("upgrades"):
+        state.upgrades.clear()
+    if isinstance(options, dict) and options.get("customers"):
+        state.customers.clear()
+    return Response.json(200, {"reset": True})
+
+
+def add_faults(request: Request, state: SandboxState) -> Response:
+    """``POST /_sandbox/faults``: a spec, a list of specs, ``{"random": {...}}`` or ``{"clear": true}``."""
+    try:
+        spec = _json_body(request)
+        specs = spec if isinstance(spec, list) else [spec]
+        for item in specs:
+            if not isinstance(item, dict):
+                return _bad("a fault spec is a JSON object")
+            if item.get("clear"):
+                state.faults.clear()
+            elif "random" in item:
+                state.faults.set_random(**item["random"])
+            else:
+                state.faults.add_spec(item)
+    except (ValueError, KeyError, TypeError) as exc:
+        return _bad(f"invalid fault spec: {exc}")
+    return Response.json(200, {"faults_pending": state.faults.pending()})
+
+
+def clear_faults(request: Request, state: SandboxState) -> Response:
+    """``DELETE /_sandbox/faults``."""
+    state.faults.clear()
+    return Response.json(200, {"faults_pending": []})
+
+
+def set_latency(request: Request, state: SandboxState) -> Response:
+    """``PUT /_sandbox/latency`` with ``{"seconds": x}``."""
+    try:
+        seconds = float(_json_body(request)["seconds"])
+    except (ValueError, KeyError, TypeError):
+        return _bad('body must be {"seconds": <number>}')
+    if seconds < 0:
+        return _bad("seconds must not be negative")
+    state.latency = seconds
+    return Response.json(200, {"latency": seconds})
+
+
+def set_customer(request: Request, state: SandboxState, customer_id: str) -> Response:
+    """``PUT /_sandbox/customers/{id}`` with CustomerScenario fields."""
+    try:
+        settings = _json_body(request)
+        if not isinstance(settings, dict):
+            return _bad("body must be a JSON object")
+        scenario = state.customers.set(customer_id, **settings)
+    except (ValueError, TypeError) as exc:
+        return _bad(f"invalid scenario: {exc}")
+    return Response.json(200, {"customerId": customer_id, **dataclasses.asdict(scenario)})
+
+
+def health(request: Request, state: SandboxState) -> Response:
+    """``GET /_sandbox/health``: readiness probe for processes waiting on ``python -m sandbox``."""
+    return Response.json(200, {"status": "ok", "base_url": state.base_url})

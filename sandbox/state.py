@@ -1,0 +1,68 @@
+"""Everything the fake services share: identities, stores, scenarios, faults and the call log.
+
+One object so every request handler sees the same world, and so ``Sandbox`` can expose it.
+Each store has its own lock; the scalar settings below are replaced atomically (single
+attribute assignments) and read once per request.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from .customers import Customers
+from .faults import Faults
+from .recorder import CallLog
+from .tokens import TokenStore
+from .upgrades import UpgradeStore
+from .vault_store import SecretStore
+from .wire import new_guid
+
+PARTNER_CENTER_RESOURCE = "https://api.partnercenter.microsoft.com"
+KEY_VAULT_PUBLIC_RESOURCE = "https://vault.azure.net"
+
+
+@dataclass(frozen=True)
+class Identities:
+    """Who is who: the partner tenant, its app registration, the consenting user, the MSI."""
+
+    tenant_id: str = field(default_factory=new_guid)
+    tenant_domain: str = "contosopartner.onmicrosoft.com"
+    app_id: str = field(default_factory=new_guid)
+    app_secret: str = field(default_factory=lambda: "sbx8Q~" + secrets.token_urlsafe(30))
+    user_object_id: str = field(default_factory=new_guid)
+    username: str = "admin.agent@contosopartner.onmicrosoft.com"
+    display_name: str = "Admin Agent"
+    managed_identity_client_id: str = field(default_factory=new_guid)
+    managed_identity_object_id: str = field(default_factory=new_guid)
+
+
+class SandboxState:
+    """The shared mutable world of one sandbox."""
+
+    def __init__(self, identities: Identities) -> None:
+        self.identities = identities
+        self.tokens = TokenStore()
+        self.secrets = SecretStore()
+        self.upgrades = UpgradeStore()
+        self.customers = Customers()
+        self.faults = Faults()
+        self.calls = CallLog()
+        self.identity_header = secrets.token_urlsafe(32)
+        self.stopping = threading.Event()
+        # Known once the TLS server is bound (the port is chosen by the OS).
+        self.base_url = ""
+        self.key_vault_resource = ""
+        # Runtime settings.
+        self.latency = 0.0
+        self.access_token_lifetime = 3600
+        self.managed_identity_token_lifetime = 86400
+        self.rotate_refresh_token = True
+        self.location_style = "relative"
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` but wake at once when the sandbox stops; True if stopping."""
+        if seconds <= 0:
+            return self.stopping.is_set()
+        return self.stopping.wait(seconds)

@@ -1,0 +1,153 @@
+"""Accepting an upgrade request: stored before anything is sent, and never twice.
+
+Order of writes (each an atomic insert-if-absent or an ETag-guarded replace):
+
+1. `Idempotency-Key` (if sent): insert key -> new request id, bound to the body's fingerprint.
+   Key already there: same body -> the request it names (replay); other body -> 422.
+2. Active lock for customer + product family: insert lock -> request id. Already held by an
+   active request -> that request is the answer (replay), so concurrent callers without a key
+   still get one upgrade. A lock left pointing at a final or missing request is stale: removed.
+3. The record itself: as `submitting` under a lease when it will be submitted now (the lease is
+   the claim: the timer will not touch it until the lease ends), or `pending` when queued.
+
+A crash between steps leaves a key or lock pointing at a request id with no record yet; the next
+attempt with the same key, or for the same customer, resumes with that id instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .errors import Conflict, IdempotencyKeyReused, InvalidRequest
+from .identifiers import new_guid
+from .request_store import RequestStore, Stored, WriteConflict
+from .upgrade_requests import PENDING, SUBMITTING, body_fingerprint, new_record, utc_now
+from .validation import UpgradeTarget
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_WRITE_ROUNDS = 10
+STALE_LOCK_SECONDS = 60  # a lock with no record for this long was left by a crashed intake
+
+
+@dataclass(frozen=True)
+class Accepted:
+    stored: Stored
+    replayed: bool
+
+
+def idempotency_key_hash(key: str | None) -> str:
+    """sha256 of the caller's key ('' when none); the raw key is never stored or logged."""
+    if key is None:
+        return ""
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable() or not key.isascii():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
+            extensions={"header": "Idempotency-Key"},
+        )
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Intake:
+    def __init__(self, store: RequestStore, owner: str, lease_seconds: int) -> None:
+        self._store = store
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+
+    def accept(self, target: UpgradeTarget, correlation_id: str, key_hash: str, *, queue: bool) -> Accepted:
+        fingerprint = body_fingerprint(target.customer_id, target.product_family)
+        request_id = new_guid()
+        for _ in range(MAX_WRITE_ROUNDS):
+            if key_hash:
+                existing_id = self._claim_key(key_hash, request_id, fingerprint)
+                if existing_id != request_id:
+                    replay = self._store.get(existing_id)
+                    if replay is not None:
+                        return Accepted(replay, replayed=True)
+                    request_id = existing_id  # a crash left the key without its record: resume
+            active = self._claim_active(target, request_id, key_hash)
+            if isinstance(active, Stored):
+                return Accepted(active, replayed=True)
+            if active is False:
+                continue  # a stale lock was removed or a race lost: go round again
+            record = new_record(
+                request_id,
+                target.customer_id,
+                target.product_family,
+                correlation_id,
+                ms_request_id=new_guid(),
+                state=PENDING if queue else SUBMITTING,
+                idempotency_key_hash=key_hash,
+                queued=queue,
+                lease_owner="" if queue else self._owner,
+                lease_seconds=0 if queue else self._lease_seconds,
+            )
+            try:
+                stored = self._store.create(record)
+            except WriteConflict:
+                current = self._store.get(request_id)
+                if current is None:
+                    continue
+                return Accepted(current, replayed=True)
+            log.info(
+                "request.accepted request_id=%s state=%s customer_id=%s correlation_id=%s queued=%s",
+                request_id, record.state, target.customer_id, correlation_id, queue,
+            )
+            return Accepted(stored, replayed=False)
+        raise Conflict(
+            "Another request for this customer and product family is being accepted right now; retry shortly",
+            retry_after=1,
+        )
+
+    def _claim_key(self, key_hash: str, request_id: str, fingerprint: str) -> str:
+        """The request id the key names after this call (ours if we inserted it)."""
+        try:
+            self._store.create_key(key_hash, request_id, fingerprint)
+            return request_id
+        except WriteConflict:
+            pointer = self._store.key(key_hash)
+        if pointer is None:  # deleted between our insert and read: let the next round insert it
+            return request_id
+        if pointer.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used for a different customer or product family",
+                extensions={"requestId": pointer.request_id},
+            )
+        return pointer.request_id
+
+    def _claim_active(self, target: UpgradeTarget, request_id: str, key_hash: str) -> Stored | bool:
+        """True: we hold the lock. A Stored: the active request that holds it. False: try again."""
+        try:
+            self._store.create_active(target.customer_id, target.product_family, request_id)
+            return True
+        except WriteConflict:
+            pointer = self._store.active(target.customer_id, target.product_family)
+        if pointer is None:
+            return False
+        if pointer.request_id == request_id:
+            return True
+        holder = self._store.get(pointer.request_id)
+        if holder is not None and not holder.record.is_final:
+            if key_hash:  # our key now names the request that will actually run
+                key = self._store.key(key_hash)
+                if key is not None and key.request_id == request_id:
+                    try:
+                        self._store.repoint_key(key_hash, holder.record.request_id, key)
+                    except WriteConflict:
+                        return False
+            return holder
+        if holder is None and utc_now() - pointer.written_at < timedelta(seconds=STALE_LOCK_SECONDS):
+            time.sleep(0.2)  # its intake is between writing the lock and the record: look again
+            return False
+        # The holder is final (its release did not happen) or never got a record: the lock is stale.
+        try:
+            self._store.delete_stale_active(target.customer_id, target.product_family, pointer)
+        except WriteConflict:
+            pass
+        return False

@@ -1,0 +1,114 @@
+"""One run of the timer: claim due requests, advance each once, stop in time.
+
+- Bounded concurrency (`PENDING_CONCURRENCY` threads; Partner Center throttles per partner and
+  per customer, so more is not faster for long).
+- A 429 seen by any worker pauses the whole run until its Retry-After, or ends the run early if
+  that is past the run's budget: the throttled requests stay pending with `next_attempt_at`.
+- No new claim after `PENDING_RUN_SECONDS`, so a run never runs into the function timeout with a
+  claimed request half done; unclaimed work is picked up by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .request_processor import RequestProcessor
+from .request_store import Stored
+from .upgrade_requests import utc_now
+
+log = logging.getLogger(__name__)
+
+MAX_REQUESTS_PER_RUN = 5000
+
+
+@dataclass
+class RunReport:
+    """What one run did, by resulting state, plus what it could not do."""
+
+    due: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    lost_claims: int = 0
+    not_started: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "due": self.due,
+            "outcomes": dict(self.outcomes),
+            "lostClaims": self.lost_claims,
+            "notStarted": self.not_started,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _ThrottleGate:
+    """Shared 'Partner Center asked us to wait until T' across the run's workers."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def pause_until(self, monotonic_deadline: float) -> None:
+        with self._lock:
+            self._until = max(self._until, monotonic_deadline)
+
+    def wait(self, run_deadline: float) -> bool:
+        """Sleep out a pause; False if the pause outlasts the run."""
+        with self._lock:
+            until = self._until
+        if until <= time.monotonic():
+            return True
+        if until >= run_deadline:
+            return False
+        time.sleep(until - time.monotonic())
+        return True
+
+
+def process_pending(
+    processor: RequestProcessor,
+    *,
+    owner: str,
+    concurrency: int,
+    budget_seconds: float,
+) -> RunReport:
+    started = time.monotonic()
+    deadline = started + budget_seconds
+    report = RunReport()
+    gate = _ThrottleGate()
+    lock = threading.Lock()
+    due = processor.store.due(utc_now(), MAX_REQUESTS_PER_RUN)
+    report.due = len(due)
+
+    def work(stored: Stored) -> None:
+        if time.monotonic() >= deadline or not gate.wait(deadline):
+            with lock:
+                report.not_started += 1
+            return
+        claimed = processor.claim(stored, owner)
+        if claimed is None:
+            with lock:
+                report.lost_claims += 1
+            return
+        step = processor.advance(claimed, stored.record.state)
+        result = step.stored.record
+        if step.throttled_for is not None:
+            gate.pause_until(time.monotonic() + step.throttled_for)
+        with lock:
+            report.outcomes[result.state] += 1
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pending") as pool:
+        for future in [pool.submit(work, stored) for stored in due]:
+            try:
+                future.result()
+            except Exception:  # one request's failure must not stop the others
+                log.exception("pending.request_failed owner=%s", owner)
+                with lock:
+                    report.outcomes["error"] += 1
+    report.seconds = time.monotonic() - started
+    log.info("pending.run_finished owner=%s report=%s", owner, report.as_dict())
+    return report

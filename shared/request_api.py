@@ -1,0 +1,119 @@
+"""HTTP handlers for durable upgrade requests (POST accepts, GET follows one request).
+
+Answers follow the asynchronous request-reply pattern that Power Automate's HTTP action and
+Logic Apps follow by themselves: `202 Accepted` + `Location` (this request's status URL) +
+`Retry-After` while the request is not final, `200` with the final record once it is.
+A request refused by Partner Center on its first submission answers with the matching 4xx
+problem+json (it is stored as `rejected`, and GET shows it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from urllib.parse import quote, urljoin
+
+import azure.functions as func
+
+from .errors import error_class_for
+from .http_api import UPGRADE_FIELDS, handled
+from .http_responses import json_response, problem_response
+from .intake import idempotency_key_hash
+from .request_store import Stored
+from .runtime import get_runtime
+from .upgrade_requests import PENDING, REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
+from .validation import read_json_object, upgrade_id_value, upgrade_target
+
+log = logging.getLogger(__name__)
+
+REQUEST_ROUTE = "product-upgrade-requests"
+POLL_AFTER_SECONDS = 30  # what we suggest to pollers while Partner Center works on the upgrade
+MAX_SUGGESTED_WAIT_SECONDS = 3600
+
+
+def wants_queue(req: func.HttpRequest) -> bool:
+    """`Prefer: respond-async` (RFC 7240) asks to store the request for the timer, not submit now."""
+    prefer = req.headers.get("prefer") or ""
+    return any(token.strip().lower() == "respond-async" for token in prefer.split(","))
+
+
+@handled
+def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """POST product-upgrades: store the request, then (unless queued) submit it now."""
+    target = upgrade_target(read_json_object(req.headers, req.get_body(), UPGRADE_FIELDS))
+    key_hash = idempotency_key_hash(req.headers.get("idempotency-key"))
+    queue = wants_queue(req)
+    runtime = get_runtime()
+    accepted = runtime.intake.accept(target, correlation_id, key_hash, queue=queue)
+    stored = accepted.stored
+    if not accepted.replayed and not queue:
+        stored = runtime.processor.advance(stored, PENDING).stored
+    record = stored.record
+    if record.state == REJECTED and not accepted.replayed:
+        return _rejection(record, correlation_id, req)
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+    return record_response(record, req, correlation_id, headers)
+
+
+@handled
+def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """GET product-upgrade-requests/{requestId}: the stored request, refreshed from Partner Center
+    when it has an upgrade id and is not final (the same step the timer would take)."""
+    request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")
+    runtime = get_runtime()
+    stored = runtime.store.get(request_id)
+    if stored is None:
+        from .errors import NotFound
+
+        raise NotFound(f"No upgrade request {request_id}")
+    if stored.record.state == SUBMITTED:
+        stored = _refresh(stored)
+    return record_response(stored.record, req, correlation_id)
+
+
+def _refresh(stored: Stored) -> Stored:
+    runtime = get_runtime()
+    claimed = runtime.processor.claim(stored, runtime.owner)
+    if claimed is None:  # the timer (or another GET) is on it right now: show what is stored
+        return runtime.store.get(stored.record.request_id) or stored
+    return runtime.processor.advance(claimed, SUBMITTED).stored
+
+
+def record_response(
+    record: UpgradeRequestRecord, req: func.HttpRequest, correlation_id: str, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    status_url = request_url(req, record.request_id)
+    body = record.public_view()
+    body["statusUrl"] = status_url
+    if record.upgrade_id:
+        body["upgradeStatusUrl"] = urljoin(
+            req.url, f"/api/product-upgrades/{record.upgrade_id}?customerId={quote(record.customer_id)}"
+        )
+    all_headers = {"Location": status_url, **(headers or {})}
+    if record.is_final:
+        return json_response(body, 200, correlation_id, all_headers)
+    all_headers["Retry-After"] = str(suggested_wait(record))
+    return json_response(body, 202, correlation_id, all_headers)
+
+
+def suggested_wait(record: UpgradeRequestRecord) -> int:
+    """Seconds until something can change: the next attempt, or a poll interval."""
+    if record.state == SUBMITTED:
+        return POLL_AFTER_SECONDS
+    wait = (record.next_attempt_at - utc_now()) / timedelta(seconds=1)
+    return int(min(MAX_SUGGESTED_WAIT_SECONDS, max(POLL_AFTER_SECONDS, wait)))
+
+
+def request_url(req: func.HttpRequest, request_id: str) -> str:
+    return urljoin(req.url, f"/api/{REQUEST_ROUTE}/{request_id}")
+
+
+def _rejection(record: UpgradeRequestRecord, correlation_id: str, req: func.HttpRequest) -> func.HttpResponse:
+    cls = error_class_for(record.last_error_type)
+    extensions = {"requestId": record.request_id, "statusUrl": request_url(req, record.request_id)}
+    details = record.error_details or {}
+    if details.get("code"):
+        extensions["partnerCenterErrorCode"] = details["code"]
+    if details.get("partnerCenterStatus"):
+        extensions["partnerCenterStatus"] = details["partnerCenterStatus"]
+    return problem_response(cls(record.last_error or cls.title, extensions=extensions), correlation_id)

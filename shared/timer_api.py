@@ -1,0 +1,26 @@
+"""The timer trigger's body: one bounded run over the due requests."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from .pending_run import RunReport, process_pending as run_pending
+from .runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def process_pending(timer: func.TimerRequest | None = None) -> RunReport:
+    """Run once now; errors are logged with context and re-raised so the host records a failure."""
+    if timer is not None and timer.past_due:
+        log.warning("pending.timer_past_due")
+    runtime = get_runtime()
+    settings = runtime.settings
+    return run_pending(
+        runtime.processor,
+        owner=runtime.owner,
+        concurrency=settings.pending_concurrency,
+        budget_seconds=settings.pending_run_seconds,
+    )

@@ -1,0 +1,145 @@
+"""The durable upgrade request and its state machine.
+
+    pending ──claim──▶ submitting ──create ok──▶ submitted ──poll: final──▶ complete | failed
+       ▲                   │  │                      │
+       └── retryable ──────┘  └── refused ──▶ rejected (not eligible, unknown customer, ...)
+           error (attempts < max; else failed)
+
+- `pending`: accepted and stored, not (successfully) sent yet; the timer submits it when
+  `next_attempt_at` is due.
+- `submitting`: claimed by one worker under a lease; the create call may be in flight. A lease
+  that expires (worker crashed) makes it due again; the next worker first asks Partner Center
+  whether the upgrade exists, then resends with the same stored `MS-RequestId`.
+- `submitted`: Partner Center gave an upgrade id; the timer polls its status until final.
+- `complete` / `failed` / `rejected`: final. Only final requests release the customer's
+  "one active request per customer and product family" lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+PENDING = "pending"
+SUBMITTING = "submitting"
+SUBMITTED = "submitted"
+COMPLETE = "complete"
+FAILED = "failed"
+REJECTED = "rejected"
+
+ACTIVE_STATES = frozenset({PENDING, SUBMITTING, SUBMITTED})
+FINAL_STATES = frozenset({COMPLETE, FAILED, REJECTED})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def body_fingerprint(customer_id: str, product_family: str) -> str:
+    """What an Idempotency-Key is bound to: replaying the key with another body is an error."""
+    return hashlib.sha256(f"{customer_id}|{product_family}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UpgradeRequestRecord:
+    """One caller request to upgrade one customer, as stored."""
+
+    request_id: str
+    customer_id: str
+    product_family: str
+    correlation_id: str
+    ms_request_id: str  # Partner Center's idempotency key for the create call, kept for every resend
+    state: str
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime
+    lease_until: datetime
+    lease_owner: str = ""
+    attempts: int = 0
+    polls: int = 0
+    idempotency_key_hash: str = ""
+    queued: bool = False
+    upgrade_id: str | None = None
+    outcome: str | None = None
+    upstream_status: str | None = None
+    line_items: list[dict[str, Any]] = field(default_factory=list)
+    error_details: dict[str, Any] | None = None
+    last_error: str | None = None
+    last_error_type: str | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def evolve(self, **changes: Any) -> UpgradeRequestRecord:
+        return replace(self, updated_at=utc_now(), **changes)
+
+    def leased(self, owner: str, seconds: float, now: datetime | None = None) -> UpgradeRequestRecord:
+        return self.evolve(lease_owner=owner, lease_until=(now or utc_now()) + timedelta(seconds=seconds))
+
+    def public_view(self) -> dict[str, Any]:
+        """The record as callers see it (camelCase; no lease internals, no key hash)."""
+        return {
+            "requestId": self.request_id,
+            "status": self.state,
+            "customerId": self.customer_id,
+            "productFamily": self.product_family,
+            "upgradeId": self.upgrade_id,
+            "outcome": self.outcome,
+            "upgradeStatus": self.upstream_status,
+            "lineItems": self.line_items,
+            "errorDetails": self.error_details,
+            "correlationId": self.correlation_id,
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "lastErrorType": self.last_error_type,
+            "queued": self.queued,
+            "createdAt": _iso(self.created_at),
+            "updatedAt": _iso(self.updated_at),
+            "submittedAt": _iso(self.submitted_at),
+            "finishedAt": _iso(self.finished_at),
+            "nextAttemptAt": _iso(self.next_attempt_at) if not self.is_final else None,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+
+def new_record(
+    request_id: str,
+    customer_id: str,
+    product_family: str,
+    correlation_id: str,
+    ms_request_id: str,
+    *,
+    state: str,
+    idempotency_key_hash: str = "",
+    queued: bool = False,
+    lease_owner: str = "",
+    lease_seconds: float = 0,
+) -> UpgradeRequestRecord:
+    now = utc_now()
+    return UpgradeRequestRecord(
+        request_id=request_id,
+        customer_id=customer_id,
+        product_family=product_family,
+        correlation_id=correlation_id,
+        ms_request_id=ms_request_id,
+        state=state,
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+        lease_until=now + timedelta(seconds=lease_seconds),
+        lease_owner=lease_owner,
+        idempotency_key_hash=idempotency_key_hash,
+        queued=queued,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

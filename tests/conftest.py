@@ -1,0 +1,199 @@
+"""Fixtures: the project's HTTPS sandbox (Entra, managed identity, Key Vault, Partner Center) and
+Azurite, both on loopback, and helpers that call the functions through the v2 programming model.
+
+Production code is pointed at them only through settings/env vars, exactly as in Azure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from sandbox import Sandbox
+from sandbox.azurite import Azurite
+from shared.runtime import reset_runtime
+
+FUNCTION_BASE_URL = "https://upgrades.example.net/api/"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as running:
+        yield running
+
+
+@dataclass
+class Exchange:
+    """Every response the tests saw, scanned for secrets at teardown."""
+
+    bodies: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def exchange() -> Exchange:
+    return Exchange()
+
+
+@pytest.fixture
+def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Settings pointing the app at the sandbox and Azurite; a fresh table and runtime per test."""
+    sandbox.reset_calls()
+    sandbox.faults.clear()
+    sandbox.customers.clear()
+    sandbox.latency = 0.0
+    sandbox.seed_partner_credentials()
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        **sandbox.env(),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "UPGRADE_REQUESTS_TABLE": "t" + uuid.uuid4().hex[:20],
+        "PARTNER_CENTER_TIMEOUT_SECONDS": "2",
+        "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS": "2",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_runtime()
+    yield env
+    reset_runtime()
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_leak(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, exchange: Exchange) -> Iterator[None]:
+    """After every test: no secret, access token or refresh token in any log line or response."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    if "sandbox" not in request.fixturenames:
+        return
+    sandbox: Sandbox = request.getfixturevalue("sandbox")
+    secrets = {sandbox.app_secret, *sandbox.issued_refresh_tokens, *getattr(sandbox, "issued_access_tokens", [])}
+    haystacks = [record.getMessage() for record in caplog.records] + caplog.text.splitlines() + exchange.bodies
+    leaks = [s for s in secrets if s and any(s in text for text in haystacks)]
+    assert not leaks, f"{len(leaks)} secret value(s) appeared in logs or responses"
+
+
+@functools.cache
+def registered_functions() -> dict[str, Any]:
+    """function_app.py's functions by name; `get_functions()` indexes once, as the host does."""
+    import function_app
+
+    return {candidate.get_function_name(): candidate for candidate in function_app.app.get_functions()}
+
+
+def function(name: str) -> Any:
+    """The user callable of a function registered in function_app.py (as the host would call it)."""
+    return registered_functions()[name].get_user_function()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+class Api:
+    """Calls the HTTP functions with `func.HttpRequest`, records responses for the leak scan."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+
+    def call(
+        self,
+        function_name: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        route_params: dict[str, str] | None = None,
+    ) -> Reply:
+        all_headers = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        request = func.HttpRequest(
+            method=method,
+            url=FUNCTION_BASE_URL + path,
+            headers=all_headers,
+            params=params or {},
+            route_params=route_params or {},
+            body=body or b"",
+        )
+        response: func.HttpResponse = function(function_name)(request)
+        reply = Reply(
+            response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.get_body(),
+        )
+        if response.mimetype and "mimetype" not in reply.headers:
+            reply.headers["content-type"] = response.mimetype
+        self._exchange.bodies.append(reply.body.decode(errors="replace") + json.dumps(reply.headers))
+        return reply
+
+    def upgrade(self, customer_id: str, family: str = "Azure", headers: dict[str, str] | None = None) -> Reply:
+        return self.call(
+            "submit_product_upgrade",
+            "POST",
+            "product-upgrades",
+            json_body={"customerId": customer_id, "productFamily": family},
+            headers=headers,
+        )
+
+    def request_status(self, request_id: str) -> Reply:
+        return self.call(
+            "get_product_upgrade_request",
+            "GET",
+            f"product-upgrade-requests/{request_id}",
+            route_params={"requestId": request_id},
+        )
+
+    def upgrade_status(self, upgrade_id: str, customer_id: str) -> Reply:
+        return self.call(
+            "get_product_upgrade_status",
+            "GET",
+            f"product-upgrades/{upgrade_id}",
+            route_params={"upgradeId": upgrade_id},
+            params={"customerId": customer_id},
+        )
+
+    def eligibility(self, customer_id: str, family: str = "Azure") -> Reply:
+        return self.call(
+            "check_product_upgrade_eligibility",
+            "POST",
+            "product-upgrades/eligibility",
+            json_body={"customerId": customer_id, "productFamily": family},
+        )
+
+
+@pytest.fixture
+def api(app_env: dict[str, str], exchange: Exchange) -> Api:
+    return Api(exchange)
+
+
+@pytest.fixture
+def customer_id() -> str:
+    return str(uuid.uuid4())

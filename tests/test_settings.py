@@ -1,0 +1,59 @@
+"""Settings: one place, every problem named, defaults as documented."""
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import ALL_SETTINGS, load_settings
+
+MINIMAL = {
+    "KEY_VAULT_URL": "https://contoso-kv.vault.azure.net/",
+    "PARTNER_TENANT_ID": "contoso.onmicrosoft.com",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+}
+
+
+def test_minimal_settings_use_documented_defaults():
+    settings = load_settings(MINIMAL)
+    assert settings.key_vault_url == "https://contoso-kv.vault.azure.net"
+    assert settings.partner_center_endpoint == "https://api.partnercenter.microsoft.com"
+    assert settings.authority == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+    assert settings.refresh_token_secret_name == "partner-center-refresh-token"
+    assert settings.partner_center_scope == "https://api.partnercenter.microsoft.com/user_impersonation"
+    assert settings.authority_is_known_microsoft_cloud
+
+
+def test_missing_required_settings_are_all_named_at_once():
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings({})
+    assert "KEY_VAULT_URL is required" in raised.value.detail
+    assert "PARTNER_TENANT_ID is required" in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("KEY_VAULT_URL", "http://kv.vault.azure.net", "KEY_VAULT_URL must be an https:// URL"),
+        ("PARTNER_CENTER_ENDPOINT", "ftp://x", "PARTNER_CENTER_ENDPOINT must be an https:// URL"),
+        ("PARTNER_TENANT_ID", "not a tenant", "PARTNER_TENANT_ID must be a tenant GUID or domain"),
+        ("REFRESH_TOKEN_SECRET_NAME", "has_underscore", "REFRESH_TOKEN_SECRET_NAME must be a Key Vault secret name"),
+        ("SECRET_CACHE_SECONDS", "ten", "SECRET_CACHE_SECONDS must be a whole number"),
+        ("PARTNER_CENTER_TIMEOUT_SECONDS", "31", "PARTNER_CENTER_TIMEOUT_SECONDS must be between 1 and 30"),
+    ],
+)
+def test_invalid_values_name_the_setting(name, value, expected):
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings({**MINIMAL, name: value})
+    assert expected in raised.value.detail
+
+
+def test_unknown_authority_host_turns_off_instance_discovery():
+    settings = load_settings({**MINIMAL, "AZURE_AUTHORITY_HOST": "https://127.0.0.1:8443"})
+    assert not settings.authority_is_known_microsoft_cloud
+    sovereign = load_settings({**MINIMAL, "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.us"})
+    assert sovereign.authority_is_known_microsoft_cloud
+
+
+def test_every_setting_has_a_description_and_a_unique_name():
+    names = [setting.name for setting in ALL_SETTINGS]
+    assert len(names) == len(set(names))
+    assert all(setting.description for setting in ALL_SETTINGS)

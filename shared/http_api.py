@@ -54,7 +54,11 @@ def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]
         except UpgradeError as error:
             log.warning(
                 "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
-                handler.__name__, error.status, error.slug, correlation_id, error.detail,
+                handler.__name__,
+                error.status,
+                error.slug,
+                correlation_id,
+                error.detail,
             )
             return problem_response(error, correlation_id)
         except Exception:

@@ -16,6 +16,7 @@ attempt with the same key, or for the same customer, resumes with that id instea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -97,7 +98,11 @@ class Intake:
                 return Accepted(current, replayed=True)
             log.info(
                 "request.accepted request_id=%s state=%s customer_id=%s correlation_id=%s queued=%s",
-                request_id, record.state, target.customer_id, correlation_id, queue,
+                request_id,
+                record.state,
+                target.customer_id,
+                correlation_id,
+                queue,
             )
             return Accepted(stored, replayed=False)
         raise Conflict(
@@ -146,8 +151,6 @@ class Intake:
             time.sleep(0.2)  # its intake is between writing the lock and the record: look again
             return False
         # The holder is final (its release did not happen) or never got a record: the lock is stale.
-        try:
+        with contextlib.suppress(WriteConflict):  # someone else changed it: just look again
             self._store.delete_stale_active(target.customer_id, target.product_family, pointer)
-        except WriteConflict:
-            pass
         return False

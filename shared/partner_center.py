@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,7 @@ MAX_STATUS_RETRIES = 2
 MAX_CONNECT_RETRIES = 1
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX_SECONDS = 4.0
+DEFAULT_RETRY_AFTER_SECONDS = 30  # when a 429/503 names no Retry-After
 
 _LOCATION_PATH = re.compile(rf"/productUpgrades/({GUID_PATTERN})/?$", re.IGNORECASE | re.ASCII)
 
@@ -287,13 +289,14 @@ def _error_body(response: requests.Response) -> tuple[str | None, str | None]:
 
 
 def _retry_after_seconds(response: requests.Response) -> int:
-    """Retry-After as whole seconds (delta or HTTP date); 30 when absent or unreadable."""
+    """Retry-After as whole seconds (delta or HTTP date); a default when absent or unreadable."""
+    from urllib3.exceptions import InvalidHeader
     from urllib3.util.retry import Retry
 
     value = response.headers.get("Retry-After")
-    if value:
-        try:
-            return max(1, int(Retry().parse_retry_after(value) + 0.999))
-        except Exception:  # urllib3 raises InvalidHeader for junk; fall back below
-            pass
-    return 30
+    if not value:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    try:
+        return max(1, math.ceil(Retry().parse_retry_after(value)))
+    except InvalidHeader:
+        return DEFAULT_RETRY_AFTER_SECONDS

@@ -135,7 +135,9 @@ class RequestProcessor:
         if eligibility.upgrade_id:
             log.info(
                 "request.resolved_existing upgrade_id=%s customer_id=%s correlation_id=%s",
-                eligibility.upgrade_id, target.customer_id, context.correlation_id,
+                eligibility.upgrade_id,
+                target.customer_id,
+                context.correlation_id,
             )
             return Submission(eligibility.upgrade_id, "resolved")
         return None
@@ -202,7 +204,9 @@ class RequestProcessor:
     def _wait_for_operator(self, record: UpgradeRequestRecord, error: UpgradeError) -> UpgradeRequestRecord:
         now = utc_now()
         later = now + timedelta(seconds=self.policy.backoff_max_seconds / 4)
-        log.error("request.waiting_for_operator request_id=%s type=%s detail=%s", record.request_id, error.slug, error.detail)
+        log.error(
+            "request.waiting_for_operator request_id=%s type=%s detail=%s", record.request_id, error.slug, error.detail
+        )
         return record.evolve(
             state=PENDING, last_error=error.detail, last_error_type=error.slug, next_attempt_at=later, lease_until=now
         )
@@ -234,7 +238,11 @@ class RequestProcessor:
             self.store.release_active(record.customer_id, record.product_family, record.request_id)
         log.info(
             "request.advanced request_id=%s state=%s upgrade_id=%s customer_id=%s correlation_id=%s attempts=%s",
-            record.request_id, record.state, record.upgrade_id, record.customer_id, record.correlation_id,
+            record.request_id,
+            record.state,
+            record.upgrade_id,
+            record.customer_id,
+            record.correlation_id,
             record.attempts,
         )
         return saved

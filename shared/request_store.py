@@ -200,7 +200,9 @@ class RequestStore:
         from azure.data.tables import UpdateMode
 
         try:
-            self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
+            self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             raise WriteConflict(entity["RowKey"]) from None
         except Exception as error:

@@ -61,9 +61,7 @@ class SecretStore:
         try:
             self._client.set_secret(name, value, content_type="refresh-token")
         except AzureError as error:
-            raise CredentialsUnavailable(
-                f"Could not write Key Vault secret '{name}': {_describe(error)}"
-            ) from None
+            raise CredentialsUnavailable(f"Could not write Key Vault secret '{name}': {_describe(error)}") from None
         with self._lock:
             self._cache[name] = _Cached(value, self._clock())
         log.info("key_vault.secret_written secret_name=%s", name)
@@ -74,9 +72,7 @@ class SecretStore:
         try:
             value = self._client.get_secret(name).value
         except AzureError as error:
-            raise CredentialsUnavailable(
-                f"Could not read Key Vault secret '{name}': {_describe(error)}"
-            ) from None
+            raise CredentialsUnavailable(f"Could not read Key Vault secret '{name}': {_describe(error)}") from None
         if not value:
             raise CredentialsUnavailable(f"Key Vault secret '{name}' is empty")
         log.info("key_vault.secret_read secret_name=%s", name)

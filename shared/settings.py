@@ -124,7 +124,8 @@ class StorageTarget:
     client_id: str | None
 
     def __repr__(self) -> str:  # a connection string holds an account key: never print it
-        return f"StorageTarget(table_endpoint={self.table_endpoint!r}, connection_string={'***' if self.connection_string else None})"
+        hidden = "***" if self.connection_string else None
+        return f"StorageTarget(table_endpoint={self.table_endpoint!r}, connection_string={hidden})"
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,9 @@ class _Reader:
     def table_name(self, setting: Setting) -> str:
         value = self.raw(setting)
         if not _TABLE_NAME.match(value):
-            self.problems.append(f"{setting.name} must be a table name (3-63 letters/digits, letter first), got {value!r}")
+            self.problems.append(
+                f"{setting.name} must be a table name (3-63 letters/digits, letter first), got {value!r}"
+            )
         return value
 
     def storage(self, setting: Setting) -> StorageTarget:

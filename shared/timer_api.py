@@ -6,7 +6,8 @@ import logging
 
 import azure.functions as func
 
-from .pending_run import RunReport, process_pending as run_pending
+from .pending_run import RunReport
+from .pending_run import process_pending as run_pending
 from .runtime import get_runtime
 
 log = logging.getLogger(__name__)

@@ -89,7 +89,9 @@ class PartnerCenterTokens:
         try:
             return app.acquire_token_by_refresh_token(refresh_token, scopes=self._scopes)
         except Exception as error:  # requests/msal network failures; never let a token reach a log
-            raise CredentialsUnavailable(f"Entra ID could not be reached for a token ({type(error).__name__})") from None
+            raise CredentialsUnavailable(
+                f"Entra ID could not be reached for a token ({type(error).__name__})"
+            ) from None
 
     def _write_back_rotated_refresh_token(self, app: msal.ConfidentialClientApplication) -> None:
         import msal

@@ -70,7 +70,10 @@ class UpgradeService:
         except AmbiguousCreate as reason:
             log.warning(
                 "upgrade.create_ambiguous reason=%s customer_id=%s correlation_id=%s request_id=%s",
-                reason, target.customer_id, context.correlation_id, context.request_id,
+                reason,
+                target.customer_id,
+                context.correlation_id,
+                context.request_id,
             )
             return self._resolve_ambiguous(target, context)
         except PartnerCenterRejected as refusal:
@@ -131,5 +134,9 @@ class UpgradeService:
     def _log_submitted(target: UpgradeTarget, context: CallContext, upgrade_id: str, outcome: str) -> None:
         log.info(
             "upgrade.submitted outcome=%s upgrade_id=%s customer_id=%s correlation_id=%s request_id=%s",
-            outcome, upgrade_id, target.customer_id, context.correlation_id, context.request_id,
+            outcome,
+            upgrade_id,
+            target.customer_id,
+            context.correlation_id,
+            context.request_id,
         )

@@ -69,7 +69,9 @@ def customer_id_value(value: object, name: str = "customerId") -> str:
     if value is None or value == "":
         raise InvalidRequest(f"{name} is required", extensions={"field": name})
     if not is_guid(value):
-        raise InvalidRequest(f"{name} must be a GUID like 4c721420-72ad-4708-a0a7-371a2f7b0969", extensions={"field": name})
+        raise InvalidRequest(
+            f"{name} must be a GUID like 4c721420-72ad-4708-a0a7-371a2f7b0969", extensions={"field": name}
+        )
     return str(value).lower()
 
 

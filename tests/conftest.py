@@ -73,7 +73,9 @@ def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture(autouse=True)
-def no_secrets_leak(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, exchange: Exchange) -> Iterator[None]:
+def no_secrets_leak(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, exchange: Exchange
+) -> Iterator[None]:
     """After every test: no secret, access token or refresh token in any log line or response."""
     caplog.set_level(logging.DEBUG)
     yield

@@ -44,7 +44,9 @@ BAD_UPGRADE_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("headers", "body", "status"), [case[1:] for case in BAD_UPGRADE_REQUESTS], ids=[c[0] for c in BAD_UPGRADE_REQUESTS])
+@pytest.mark.parametrize(
+    ("headers", "body", "status"), [case[1:] for case in BAD_UPGRADE_REQUESTS], ids=[c[0] for c in BAD_UPGRADE_REQUESTS]
+)
 def test_bad_upgrade_request(api: Api, sandbox, headers, body, status):
     reply = api.call("submit_product_upgrade", "POST", "product-upgrades", body=body, headers=headers)
     assert reply.status == status
@@ -55,9 +57,15 @@ def test_bad_upgrade_request(api: Api, sandbox, headers, body, status):
     assert list(get_runtime().store.all_records()) == []
 
 
-@pytest.mark.parametrize(("headers", "body", "status"), [case[1:] for case in BAD_UPGRADE_REQUESTS[:12]], ids=[c[0] for c in BAD_UPGRADE_REQUESTS[:12]])
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [case[1:] for case in BAD_UPGRADE_REQUESTS[:12]],
+    ids=[c[0] for c in BAD_UPGRADE_REQUESTS[:12]],
+)
 def test_bad_eligibility_request(api: Api, sandbox, headers, body, status):
-    reply = api.call("check_product_upgrade_eligibility", "POST", "product-upgrades/eligibility", body=body, headers=headers)
+    reply = api.call(
+        "check_product_upgrade_eligibility", "POST", "product-upgrades/eligibility", body=body, headers=headers
+    )
     assert reply.status == status
     assert sandbox.calls("partner_center") == []
 
@@ -73,7 +81,11 @@ def test_bad_eligibility_request(api: Api, sandbox, headers, body, status):
 )
 def test_bad_status_request(api: Api, sandbox, upgrade_id, params):
     reply = api.call(
-        "get_product_upgrade_status", "GET", f"product-upgrades/{upgrade_id}", route_params={"upgradeId": upgrade_id}, params=params
+        "get_product_upgrade_status",
+        "GET",
+        f"product-upgrades/{upgrade_id}",
+        route_params={"upgradeId": upgrade_id},
+        params=params,
     )
     assert reply.status == 400
     assert reply.content_type.startswith("application/problem+json")

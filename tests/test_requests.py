@@ -64,7 +64,9 @@ def test_request_is_stored_before_partner_center_is_called(api: Api, sandbox, cu
 
 def test_bad_input_is_never_recorded(api: Api, sandbox):
     api.call("submit_product_upgrade", "POST", "product-upgrades", json_body={"customerId": "nope"})
-    api.call("submit_product_upgrade", "POST", "product-upgrades", body=b"{", headers={"Content-Type": "application/json"})
+    api.call(
+        "submit_product_upgrade", "POST", "product-upgrades", body=b"{", headers={"Content-Type": "application/json"}
+    )
     assert list(get_runtime().store.all_records()) == []
     assert sandbox.calls("partner_center") == []
 
@@ -151,9 +153,7 @@ def test_two_timers_over_200_pending_submit_each_exactly_once(api: Api, sandbox,
         list(pool.map(lambda c: api.upgrade(c, headers=QUEUE), customers))
     runtime = get_runtime()
     # Two independent workers (as two instances would be), started together.
-    workers = [
-        RequestProcessor(runtime.store, runtime.upgrades, runtime.processor.policy) for _ in range(2)
-    ]
+    workers = [RequestProcessor(runtime.store, runtime.upgrades, runtime.processor.policy) for _ in range(2)]
     barrier = threading.Barrier(2)
 
     def run(index: int):
@@ -180,7 +180,9 @@ def test_crash_after_submission_is_recovered_without_double_submit(api: Api, san
     from shared.correlation import CallContext
     from shared.validation import UpgradeTarget
 
-    runtime.upgrades.submit(UpgradeTarget(customer_id, "Azure"), CallContext(claimed.record.correlation_id, claimed.record.ms_request_id))
+    runtime.upgrades.submit(
+        UpgradeTarget(customer_id, "Azure"), CallContext(claimed.record.correlation_id, claimed.record.ms_request_id)
+    )
     run_timer()
     assert record(request_id).state == "submitting"  # lease not expired yet: nobody touches it
 

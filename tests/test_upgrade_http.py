@@ -29,9 +29,10 @@ def test_upgrade_returns_the_id_from_location(api: Api, sandbox, customer_id):
     assert body["status"] == "submitted"
     assert body["outcome"] == "created"
     assert reply.headers["location"].endswith(f"/api/product-upgrade-requests/{body['requestId']}")
-    assert reply.headers["mscorrelationid" if "mscorrelationid" in reply.headers else "ms-correlationid"] == body[
-        "correlationId"
-    ]
+    assert (
+        reply.headers["mscorrelationid" if "mscorrelationid" in reply.headers else "ms-correlationid"]
+        == body["correlationId"]
+    )
     assert int(reply.headers["retry-after"]) > 0
     assert len(pc_calls(sandbox, "create_upgrade")) == 1
     assert sandbox.submissions(customer_id) == 1

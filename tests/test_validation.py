@@ -87,7 +87,14 @@ def test_location_relative_or_absolute_yields_the_guid(location):
 
 @pytest.mark.parametrize(
     "location",
-    [None, "", "productUpgrades/", "productUpgrades/not-a-guid", f"customers/{UPGRADE}", f"productUpgrades/{UPGRADE}/x"],
+    [
+        None,
+        "",
+        "productUpgrades/",
+        "productUpgrades/not-a-guid",
+        f"customers/{UPGRADE}",
+        f"productUpgrades/{UPGRADE}/x",
+    ],
 )
 def test_odd_location_is_a_clear_upstream_error(location):
     with pytest.raises(UpstreamError) as raised:

@@ -60,14 +60,16 @@ class Azurite:
         self._workdir = tempfile.TemporaryDirectory(prefix="azurite-")
         command = [
             *azurite_table_command(),
-            "--tableHost", "127.0.0.1",
-            "--tablePort", str(self.port),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(self.port),
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
             "--disableProductStyleUrl",
             "--silent",
         ]
-        self._process = subprocess.Popen(  # cwd: Azurite writes its debug/extent files there
+        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell; cwd keeps Azurite files out of the repo
             command,
             cwd=self._workdir.name,
             stdout=subprocess.DEVNULL,

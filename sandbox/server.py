@@ -206,9 +206,15 @@ class Sandbox:
             self._state.secrets.set(REFRESH_TOKEN_SECRET, self._refresh_token)
         return self._refresh_token
 
-    def expire_access_tokens(self) -> None:
-        """Every access token issued so far is now expired (Entra, managed identity alike)."""
-        self._state.tokens.expire_access_tokens()
+    def expire_access_tokens(self, *, delegated_only: bool = False) -> None:
+        """Every access token issued so far is now expired (Entra, managed identity alike), or
+        with ``delegated_only`` only the App+User ones Entra issued."""
+        self._state.tokens.expire_access_tokens(delegated_only=delegated_only)
+
+    @property
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token ever issued (Entra and managed identity), for leak scans."""
+        return self._state.tokens.access_tokens()
 
     def seed_partner_credentials(self) -> None:
         """Store the app id, app secret and refresh token in the vault under the app's secret names."""

@@ -92,11 +92,18 @@ class TokenStore:
         with self._lock:
             return self._access.get(token)
 
-    def expire_access_tokens(self) -> None:
-        """Make every issued access token expired (to test the refresh path)."""
+    def expire_access_tokens(self, *, delegated_only: bool = False) -> None:
+        """Make issued access tokens expired (to test the refresh path); optionally only the
+        delegated (App+User) ones, leaving managed identity tokens valid as Azure would."""
         with self._lock:
             for token, record in self._access.items():
-                self._access[token] = replace(record, expires_at=0.0)
+                if record.delegated or not delegated_only:
+                    self._access[token] = replace(record, expires_at=0.0)
+
+    def access_tokens(self) -> list[str]:
+        """Every access token ever issued (for leak scans)."""
+        with self._lock:
+            return list(self._access)
 
     # --- refresh tokens ---
 

@@ -82,7 +82,7 @@ def no_secrets_leak(
     if "sandbox" not in request.fixturenames:
         return
     sandbox: Sandbox = request.getfixturevalue("sandbox")
-    secrets = {sandbox.app_secret, *sandbox.issued_refresh_tokens, *getattr(sandbox, "issued_access_tokens", [])}
+    secrets = {sandbox.app_secret, *sandbox.issued_refresh_tokens, *sandbox.issued_access_tokens}
     haystacks = [record.getMessage() for record in caplog.records] + caplog.text.splitlines() + exchange.bodies
     leaks = [s for s in secrets if s and any(s in text for text in haystacks)]
     assert not leaks, f"{len(leaks)} secret value(s) appeared in logs or responses"

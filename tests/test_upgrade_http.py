@@ -121,12 +121,21 @@ def test_token_is_reused_while_valid(api: Api, sandbox, customer_id):
 
 def test_token_rejected_by_partner_center_is_renewed_once(api: Api, sandbox, customer_id):
     api.eligibility(customer_id)
-    sandbox.expire_access_tokens()
+    sandbox.expire_access_tokens(delegated_only=True)
     reply = api.upgrade(customer_id)
     assert reply.status == 202
     assert [call.status for call in pc_calls(sandbox, "create_upgrade")] == [401, 202]
     assert len(sandbox.calls("entra", "token")) == 2
     assert sandbox.submissions(customer_id) == 1
+    assert sandbox.secrets["partner-center-refresh-token"] == sandbox.issued_refresh_tokens[-1]
+
+
+def test_failed_refresh_token_write_back_does_not_fail_the_upgrade(api: Api, sandbox, customer_id):
+    sandbox.faults.add("set_secret", "status", count=5, status=500)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202
+    assert sandbox.submissions(customer_id) == 1
+    assert sandbox.secrets["partner-center-refresh-token"] != sandbox.issued_refresh_tokens[-1]
 
 
 def test_rotated_refresh_token_is_written_back_to_key_vault(api: Api, sandbox, customer_id):

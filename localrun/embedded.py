@@ -1,0 +1,53 @@
+"""The embedded defaults: Azurite and the sandbox, started only when no real settings are given."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from sandbox import Sandbox
+from sandbox.azurite import Azurite
+
+# Settings that say "this run points at real services": any of them disables the embedded defaults.
+REAL_SETTINGS = ("KEY_VAULT_URL", "PARTNER_TENANT_ID")
+SHARED_ENV = (
+    "KEY_VAULT_URL",
+    "PARTNER_TENANT_ID",
+    "PARTNER_CENTER_ENDPOINT",
+    "AZURE_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "AzureWebJobsStorage",
+    "UPGRADE_REQUESTS_TABLE",
+)
+
+
+def needs_embedded_defaults(environ: Mapping[str, str]) -> bool:
+    return not any((environ.get(name) or "").strip() for name in REAL_SETTINGS)
+
+
+class EmbeddedServices:
+    def __init__(self) -> None:
+        self.sandbox = Sandbox()
+        self.azurite = Azurite()
+
+    def start(self) -> dict[str, str]:
+        """Start both, seed the vault with demo credentials; the settings that point at them."""
+        self.azurite.start()
+        self.sandbox.start()
+        self.sandbox.seed_partner_credentials()
+        return {**self.sandbox.env(), "AzureWebJobsStorage": self.azurite.connection_string}
+
+    def write_env_file(self, path: Path, environ: Mapping[str, str]) -> None:
+        """`export` lines of the settings in use, so the operator CLI can reach the same services."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{name}={shlex.quote(environ[name])}" for name in SHARED_ENV if environ.get(name)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+
+    def stop(self) -> None:
+        self.sandbox.stop()
+        self.azurite.stop()

@@ -17,8 +17,9 @@ import threading
 import uuid
 from pathlib import Path
 
+from shared.local_settings import apply, load_local_settings
+
 from .embedded import EmbeddedServices, needs_embedded_defaults
-from .settings_file import apply, load_local_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     function_key = os.environ.get("LOCALRUN_FUNCTION_KEY") or secrets.token_urlsafe(24)
     master_key = os.environ.get("LOCALRUN_MASTER_KEY") or secrets.token_urlsafe(24)
-    host = FunctionHost(function_app.app, function_key=function_key, master_key=master_key)
+    host = FunctionHost(function_app.app.get_functions(), function_key=function_key, master_key=master_key)
     port = host.serve(args.host, args.port)
     if not args.no_timers:
         host.timers.start()

@@ -33,8 +33,8 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the host's default request size limit
 class FunctionHost:
     """Routes + keys + timers of one FunctionApp, served on `host:port`."""
 
-    def __init__(self, app: func.FunctionApp, *, function_key: str, master_key: str) -> None:
-        functions = app.get_functions()
+    def __init__(self, functions: list[Any], *, function_key: str, master_key: str) -> None:
+        """`functions`: `FunctionApp.get_functions()` (which may be called once per app)."""
         self.routes = RouteTable(functions)
         self.timers = TimerScheduler({f.get_function_name(): f for f in functions})
         self.function_key = function_key

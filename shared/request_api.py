@@ -15,13 +15,13 @@ from urllib.parse import quote, urljoin
 
 import azure.functions as func
 
-from .errors import error_class_for
+from .errors import NotFound, error_class_for
 from .http_api import UPGRADE_FIELDS, handled
 from .http_responses import json_response, problem_response
 from .intake import idempotency_key_hash
-from .request_store import Stored
 from .runtime import get_runtime
-from .upgrade_requests import PENDING, REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
+from .upgrade_flow import accept_and_submit, refresh
+from .upgrade_requests import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
 from .validation import read_json_object, upgrade_id_value, upgrade_target
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,8 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
     target = upgrade_target(read_json_object(req.headers, req.get_body(), UPGRADE_FIELDS))
     key_hash = idempotency_key_hash(req.headers.get("idempotency-key"))
     queue = wants_queue(req)
-    runtime = get_runtime()
-    accepted = runtime.intake.accept(target, correlation_id, key_hash, queue=queue)
-    stored = accepted.stored
-    if not accepted.replayed and not queue:
-        stored = runtime.processor.advance(stored, PENDING).stored
-    record = stored.record
+    accepted = accept_and_submit(get_runtime(), target, correlation_id, key_hash, queue=queue)
+    record = accepted.stored.record
     if record.state == REJECTED and not accepted.replayed:
         return _rejection(record, correlation_id, req)
     headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
@@ -63,20 +59,8 @@ def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse
     runtime = get_runtime()
     stored = runtime.store.get(request_id)
     if stored is None:
-        from .errors import NotFound
-
         raise NotFound(f"No upgrade request {request_id}")
-    if stored.record.state == SUBMITTED:
-        stored = _refresh(stored)
-    return record_response(stored.record, req, correlation_id)
-
-
-def _refresh(stored: Stored) -> Stored:
-    runtime = get_runtime()
-    claimed = runtime.processor.claim(stored, runtime.owner)
-    if claimed is None:  # the timer (or another GET) is on it right now: show what is stored
-        return runtime.store.get(stored.record.request_id) or stored
-    return runtime.processor.advance(claimed, SUBMITTED).stored
+    return record_response(refresh(runtime, stored).record, req, correlation_id)
 
 
 def record_response(

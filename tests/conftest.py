@@ -56,6 +56,7 @@ def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch)
     sandbox.customers.clear()
     sandbox.latency = 0.0
     sandbox.seed_partner_credentials()
+    sandbox.reconsent()  # a fresh, valid refresh token in the vault: earlier tests may have revoked them
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     env = {

@@ -1,5 +1,7 @@
 """`local.settings.json`, read the way Core Tools reads it: its `Values` become environment
-variables for the app (variables already set in the environment win, so a shell override works)."""
+variables for the app (variables already set in the environment win, so a shell override works).
+
+Used by the local runner and the operator CLI; the deployed app never reads this file."""
 
 from __future__ import annotations
 

@@ -1,0 +1,4 @@
+"""The operator CLI: the same core as the function app (`shared/`), driven by hand.
+
+`python -m shared.cli upgrade|status|eligibility|batch|process-pending`; see `--help`.
+"""

@@ -1,0 +1,95 @@
+"""Many customers from a CSV file: bounded concurrency, a progress bar, a results file.
+
+Safe to re-run: each row uses the Idempotency-Key `batch:{customerId}:{productFamily}`, so a row
+that was accepted before answers with its existing request instead of submitting again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import InvalidRequest, UpgradeError
+from ..identifiers import new_guid
+from ..intake import idempotency_key_hash
+from ..runtime import Runtime
+from ..upgrade_flow import accept_and_submit
+from ..validation import UpgradeTarget, customer_id_value, product_family_value
+from . import exit_codes
+
+RESULT_FIELDS = (
+    "row",
+    "customerId",
+    "productFamily",
+    "requestId",
+    "status",
+    "upgradeId",
+    "outcome",
+    "error",
+    "exitCode",
+)
+
+
+@dataclass
+class RowResult:
+    row: int
+    customerId: str
+    productFamily: str
+    requestId: str = ""
+    status: str = ""
+    upgradeId: str = ""
+    outcome: str = ""
+    error: str = ""
+    exitCode: int = 0
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "customerId" not in reader.fieldnames:
+            raise InvalidRequest(f"{path}: the first line must be a header with a customerId column")
+        return [(index, row) for index, row in enumerate(reader, start=2)]
+
+
+def run_batch(
+    runtime: Runtime,
+    rows: list[tuple[int, dict[str, str]]],
+    *,
+    concurrency: int,
+    queue: bool,
+    progress: Callable[[int], object] | None = None,
+) -> list[RowResult]:
+    def one(item: tuple[int, dict[str, str]]) -> RowResult:
+        line, row = item
+        result = RowResult(line, (row.get("customerId") or "").strip(), (row.get("productFamily") or "Azure").strip())
+        try:
+            target = UpgradeTarget(customer_id_value(result.customerId), product_family_value(result.productFamily))
+            key = idempotency_key_hash(f"batch:{target.customer_id}:{target.product_family}")
+            record = accept_and_submit(runtime, target, new_guid(), key, queue=queue).stored.record
+        except UpgradeError as error:
+            result.error, result.exitCode = error.detail, exit_codes.for_error(error)
+        else:
+            result.requestId, result.status = record.request_id, record.state
+            result.upgradeId, result.outcome = record.upgrade_id or "", record.outcome or ""
+            result.error = record.last_error or ""
+            result.exitCode = exit_codes.for_state(record.state)
+        if progress:
+            progress(1)
+        return result
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="batch") as pool:
+        return list(pool.map(one, rows))
+
+
+def write_results(results: list[RowResult], path: Path) -> None:
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps([asdict(result) for result in results], indent=2) + "\n", encoding="utf-8")
+        return
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS)
+        writer.writeheader()
+        writer.writerows(asdict(result) for result in results)

@@ -25,6 +25,20 @@ def get_product_upgrade_request(req: func.HttpRequest) -> func.HttpResponse:
     return request_api.get_request(req)
 
 
+@app.function_name("put_product_upgrade_callback")
+@app.route(route="product-upgrade-requests/{requestId}/callback", methods=["PUT"])
+def put_product_upgrade_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Subscribe: POST the final record, signed, to this URL when the request completes."""
+    return request_api.put_callback(req)
+
+
+@app.function_name("delete_product_upgrade_callback")
+@app.route(route="product-upgrade-requests/{requestId}/callback", methods=["DELETE"])
+def delete_product_upgrade_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Unsubscribe the request's completion callback."""
+    return request_api.delete_callback(req)
+
+
 @app.function_name("check_product_upgrade_eligibility")
 @app.route(route="product-upgrades/eligibility", methods=["POST"])
 def check_product_upgrade_eligibility(req: func.HttpRequest) -> func.HttpResponse:

@@ -61,7 +61,15 @@ class Intake:
         self._owner = owner
         self._lease_seconds = lease_seconds
 
-    def accept(self, target: UpgradeTarget, correlation_id: str, key_hash: str, *, queue: bool) -> Accepted:
+    def accept(
+        self,
+        target: UpgradeTarget,
+        correlation_id: str,
+        key_hash: str,
+        *,
+        queue: bool,
+        callback_url: str | None = None,
+    ) -> Accepted:
         fingerprint = body_fingerprint(target.customer_id, target.product_family)
         request_id = new_guid()
         for _ in range(MAX_WRITE_ROUNDS):
@@ -88,6 +96,7 @@ class Intake:
                 queued=queue,
                 lease_owner="" if queue else self._owner,
                 lease_seconds=0 if queue else self._lease_seconds,
+                callback_url=callback_url,
             )
             try:
                 stored = self._store.create(record)

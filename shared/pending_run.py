@@ -1,4 +1,4 @@
-"""One run of the timer: claim due requests, advance each once, stop in time.
+"""One run of the timer: claim due requests, advance each once, retry due callbacks, stop in time.
 
 - Bounded concurrency (`PENDING_CONCURRENCY` threads; Partner Center throttles per partner and
   per customer, so more is not faster for long).
@@ -32,6 +32,7 @@ class RunReport:
 
     due: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    callbacks: Counter[str] = field(default_factory=Counter)
     lost_claims: int = 0
     not_started: int = 0
     seconds: float = 0.0
@@ -40,6 +41,7 @@ class RunReport:
         return {
             "due": self.due,
             "outcomes": dict(self.outcomes),
+            "callbacks": dict(self.callbacks),
             "lostClaims": self.lost_claims,
             "notStarted": self.not_started,
             "seconds": round(self.seconds, 3),
@@ -101,8 +103,20 @@ def process_pending(
         with lock:
             report.outcomes[result.state] += 1
 
+    callbacks = processor.store.due_callbacks(utc_now(), MAX_REQUESTS_PER_RUN)
+
+    def deliver(stored: Stored) -> None:
+        if time.monotonic() >= deadline:
+            with lock:
+                report.not_started += 1
+            return
+        state = processor.deliver_callback(stored).record.callback_state or "none"
+        with lock:
+            report.callbacks[state] += 1
+
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pending") as pool:
-        for future in [pool.submit(work, stored) for stored in due]:
+        jobs = [pool.submit(work, stored) for stored in due] + [pool.submit(deliver, stored) for stored in callbacks]
+        for future in jobs:
             try:
                 future.result()
             except Exception:  # one request's failure must not stop the others

@@ -15,12 +15,15 @@ from urllib.parse import quote, urljoin
 
 import azure.functions as func
 
+from .callback_urls import check_callback_url
+from .correlation import RESPONSE_CORRELATION_HEADER
 from .errors import NotFound, error_class_for
 from .http_api import UPGRADE_FIELDS, handled
 from .http_responses import json_response, problem_response
+from .inbound_signatures import verify_inbound
 from .intake import idempotency_key_hash
 from .runtime import get_runtime
-from .upgrade_flow import accept_and_submit, refresh
+from .upgrade_flow import accept_and_submit, refresh, set_callback
 from .upgrade_requests import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
 from .validation import read_json_object, upgrade_id_value, upgrade_target
 
@@ -40,10 +43,24 @@ def wants_queue(req: func.HttpRequest) -> bool:
 @handled
 def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades: store the request, then (unless queued) submit it now."""
-    target = upgrade_target(read_json_object(req.headers, req.get_body(), UPGRADE_FIELDS))
-    key_hash = idempotency_key_hash(req.headers.get("idempotency-key"))
+    runtime = get_runtime()
+    settings = runtime.settings
+    body = req.get_body()
+    key = req.headers.get("idempotency-key")
+    if settings.inbound_signatures_required:
+        webhook_id = verify_inbound(req.headers, body, runtime.secrets, settings.inbound_signing_secret_name)
+        key = key or f"webhook:{webhook_id}"
+    document = read_json_object(req.headers, body, (*UPGRADE_FIELDS, "callbackUrl"))
+    target = upgrade_target(document)
+    callback_url = None
+    if document.get("callbackUrl") is not None:
+        callback_url = check_callback_url(
+            document["callbackUrl"], allow_private_networks=settings.callback_allow_private_networks
+        )
     queue = wants_queue(req)
-    accepted = accept_and_submit(get_runtime(), target, correlation_id, key_hash, queue=queue)
+    accepted = accept_and_submit(
+        runtime, target, correlation_id, idempotency_key_hash(key), queue=queue, callback_url=callback_url
+    )
     record = accepted.stored.record
     if record.state == REJECTED and not accepted.replayed:
         return _rejection(record, correlation_id, req)
@@ -61,6 +78,28 @@ def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse
     if stored is None:
         raise NotFound(f"No upgrade request {request_id}")
     return record_response(refresh(runtime, stored).record, req, correlation_id)
+
+
+@handled
+def put_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """PUT product-upgrade-requests/{requestId}/callback {"url": ...}: subscribe to completion."""
+    request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")
+    runtime = get_runtime()
+    document = read_json_object(req.headers, req.get_body(), ("url",))
+    url = check_callback_url(
+        document.get("url"), allow_private_networks=runtime.settings.callback_allow_private_networks
+    )
+    stored = set_callback(runtime, request_id, url)
+    body = stored.record.public_view()
+    return json_response(body, 200, correlation_id, {"Location": request_url(req, request_id)})
+
+
+@handled
+def delete_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    """DELETE product-upgrade-requests/{requestId}/callback: unsubscribe (idempotent)."""
+    request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")
+    set_callback(get_runtime(), request_id, None)
+    return func.HttpResponse(status_code=204, headers={RESPONSE_CORRELATION_HEADER: correlation_id})
 
 
 def record_response(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .correlation import CallContext
 from .errors import (
@@ -26,6 +26,7 @@ from .errors import (
 )
 from .request_store import RequestStore, Stored, WriteConflict
 from .upgrade_requests import (
+    CALLBACK_PENDING,
     COMPLETE,
     FAILED,
     PENDING,
@@ -37,6 +38,9 @@ from .upgrade_requests import (
 )
 from .upgrades import Submission, UpgradeService, final_state
 from .validation import UpgradeTarget
+
+if TYPE_CHECKING:
+    from .callbacks import CallbackSender
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,34 @@ class Advanced:
 
 
 class RequestProcessor:
-    def __init__(self, store: RequestStore, upgrades: UpgradeService, policy: ProcessingPolicy) -> None:
+    def __init__(
+        self,
+        store: RequestStore,
+        upgrades: UpgradeService,
+        policy: ProcessingPolicy,
+        callbacks: CallbackSender | None = None,
+    ) -> None:
         self.store = store
         self._upgrades = upgrades
         self.policy = policy
+        self.callbacks = callbacks
+
+    def deliver_callback(self, stored: Stored) -> Stored:
+        """Claim the callback (push its next attempt past a lease), send it, record the result."""
+        record = stored.record
+        if self.callbacks is None or not record.is_final or record.callback_state != CALLBACK_PENDING:
+            return stored
+        lease = utc_now() + timedelta(seconds=self.policy.lease_seconds)
+        try:
+            claimed = self.store.replace(record.evolve(callback_next_at=lease), stored.etag)
+        except WriteConflict:  # another worker has it
+            return self.store.get(record.request_id) or stored
+        result = self.callbacks.deliver(claimed.record)
+        try:
+            return self.store.replace(result, claimed.etag)
+        except WriteConflict:
+            log.warning("callback.result_not_saved request_id=%s", record.request_id)
+            return self.store.get(record.request_id) or claimed
 
     def claim(self, stored: Stored, owner: str) -> Stored | None:
         """Take the record under a lease (pending becomes submitting); None if someone else did."""
@@ -236,6 +264,7 @@ class RequestProcessor:
             return current
         if record.is_final:
             self.store.release_active(record.customer_id, record.product_family, record.request_id)
+            saved = self.deliver_callback(saved)
         log.info(
             "request.advanced request_id=%s state=%s upgrade_id=%s customer_id=%s correlation_id=%s attempts=%s",
             record.request_id,

@@ -102,6 +102,18 @@ class RequestStore:
                 break
         return found
 
+    def due_callbacks(self, now: datetime, limit: int) -> list[Stored]:
+        """Final records whose completion callback is still to be (re)tried now."""
+        query = f"RowKey eq '{RECORD_ROW}' and CallbackState eq 'pending' and CallbackNextAt le @now"
+        found: list[Stored] = []
+        for entity in self._query(query, {"now": now}):
+            record = _from_entity(entity)
+            if record.is_final:
+                found.append(Stored(record, entity.metadata["etag"]))
+            if len(found) >= limit:
+                break
+        return found
+
     def all_records(self) -> Iterator[UpgradeRequestRecord]:
         """Every request record (operators' reports and tests; a full scan)."""
         for entity in self._query(f"RowKey eq '{RECORD_ROW}'", {}):

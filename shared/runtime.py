@@ -12,6 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from .callbacks import CallbackPolicy, CallbackSender
 from .identifiers import new_guid
 from .intake import Intake
 from .partner_center import PartnerCenterClient
@@ -80,6 +81,11 @@ def build_runtime(settings: Settings) -> Runtime:
         poll_interval_seconds=settings.status_poll_seconds,
     )
     owner = instance_name()
+    callback_policy = CallbackPolicy(
+        signing_secret_name=settings.callback_signing_secret_name,
+        allow_private_networks=settings.callback_allow_private_networks,
+        max_attempts=settings.callback_max_attempts,
+    )
     return Runtime(
         settings=settings,
         secrets=secrets,
@@ -87,7 +93,7 @@ def build_runtime(settings: Settings) -> Runtime:
         partner_center=partner_center,
         upgrades=upgrades,
         store=store,
-        processor=RequestProcessor(store, upgrades, policy),
+        processor=RequestProcessor(store, upgrades, policy, CallbackSender(secrets, callback_policy)),
         intake=Intake(store, owner, settings.request_lease_seconds),
         owner=owner,
     )

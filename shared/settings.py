@@ -88,6 +88,28 @@ STATUS_POLL_SECONDS = Setting(
     "STATUS_POLL_SECONDS", "120", "Interval between status polls of a submitted upgrade (10-86400)."
 )
 
+CALLBACK_SIGNING_SECRET_NAME = Setting(
+    "CALLBACK_SIGNING_SECRET_NAME",
+    "webhook-signing-secret",
+    "Key Vault secret (whsec_...) that signs completion callbacks (Standard Webhooks).",
+)
+CALLBACK_ALLOW_PRIVATE_NETWORKS = Setting(
+    "CALLBACK_ALLOW_PRIVATE_NETWORKS",
+    "false",
+    "Local development only: allow http and private/loopback callback URLs.",
+)
+CALLBACK_MAX_ATTEMPTS = Setting("CALLBACK_MAX_ATTEMPTS", "8", "Callback deliveries tried before giving up (1-20).")
+INBOUND_SIGNATURES_REQUIRED = Setting(
+    "INBOUND_SIGNATURES_REQUIRED",
+    "false",
+    "Require Standard Webhooks signatures on POST /api/product-upgrades.",
+)
+INBOUND_SIGNING_SECRET_NAME = Setting(
+    "INBOUND_SIGNING_SECRET_NAME",
+    "inbound-webhook-secret",
+    "Key Vault secret (whsec_...) that inbound webhook senders sign with.",
+)
+
 ALL_SETTINGS: tuple[Setting, ...] = (
     KEY_VAULT_URL,
     PARTNER_TENANT_ID,
@@ -108,6 +130,11 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     PENDING_RUN_SECONDS,
     REQUEST_LEASE_SECONDS,
     STATUS_POLL_SECONDS,
+    CALLBACK_SIGNING_SECRET_NAME,
+    CALLBACK_ALLOW_PRIVATE_NETWORKS,
+    CALLBACK_MAX_ATTEMPTS,
+    INBOUND_SIGNATURES_REQUIRED,
+    INBOUND_SIGNING_SECRET_NAME,
 )
 
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$", re.ASCII)
@@ -150,6 +177,11 @@ class Settings:
     request_lease_seconds: int
     status_poll_seconds: int
     storage: StorageTarget
+    callback_signing_secret_name: str
+    callback_allow_private_networks: bool
+    callback_max_attempts: int
+    inbound_signatures_required: bool
+    inbound_signing_secret_name: str
 
     @property
     def authority(self) -> str:
@@ -197,6 +229,12 @@ class _Reader:
         if not low <= number <= high:
             self.problems.append(f"{setting.name} must be between {low} and {high}, got {number}")
         return number
+
+    def boolean(self, setting: Setting) -> bool:
+        value = self.raw(setting).lower()
+        if value not in ("true", "false"):
+            self.problems.append(f"{setting.name} must be true or false, got {value!r}")
+        return value == "true"
 
     def secret_name(self, setting: Setting) -> str:
         value = self.raw(setting)
@@ -270,6 +308,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         request_lease_seconds=read.integer(REQUEST_LEASE_SECONDS, 60, 3600),
         status_poll_seconds=read.integer(STATUS_POLL_SECONDS, 10, 86400),
         storage=read.storage(AZURE_WEBJOBS_STORAGE),
+        callback_signing_secret_name=read.secret_name(CALLBACK_SIGNING_SECRET_NAME),
+        callback_allow_private_networks=read.boolean(CALLBACK_ALLOW_PRIVATE_NETWORKS),
+        callback_max_attempts=read.integer(CALLBACK_MAX_ATTEMPTS, 1, 20),
+        inbound_signatures_required=read.boolean(INBOUND_SIGNATURES_REQUIRED),
+        inbound_signing_secret_name=read.secret_name(INBOUND_SIGNING_SECRET_NAME),
     )
     if read.problems:
         raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))

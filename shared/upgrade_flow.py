@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .intake import Accepted
-from .upgrade_requests import PENDING, SUBMITTED
+from .errors import Conflict, NotFound
+from .intake import MAX_WRITE_ROUNDS, Accepted
+from .request_store import WriteConflict
+from .upgrade_requests import PENDING, SUBMITTED, callback_fields, no_callback, utc_now
 
 if TYPE_CHECKING:
     from .request_store import Stored
@@ -14,11 +16,21 @@ if TYPE_CHECKING:
 
 
 def accept_and_submit(
-    runtime: Runtime, target: UpgradeTarget, correlation_id: str, key_hash: str, *, queue: bool
+    runtime: Runtime,
+    target: UpgradeTarget,
+    correlation_id: str,
+    key_hash: str,
+    *,
+    queue: bool,
+    callback_url: str | None = None,
 ) -> Accepted:
     """Store the request (or find the one it replays); unless queued, submit a new one now."""
-    accepted = runtime.intake.accept(target, correlation_id, key_hash, queue=queue)
-    if accepted.replayed or queue:
+    accepted = runtime.intake.accept(target, correlation_id, key_hash, queue=queue, callback_url=callback_url)
+    if accepted.replayed:
+        if callback_url and accepted.stored.record.callback_url != callback_url:
+            return Accepted(set_callback(runtime, accepted.stored.record.request_id, callback_url), replayed=True)
+        return accepted
+    if queue:
         return accepted
     # A new inline request is stored as `submitting` under our lease: it is already claimed.
     return Accepted(runtime.processor.advance(accepted.stored, PENDING).stored, replayed=False)
@@ -32,3 +44,19 @@ def refresh(runtime: Runtime, stored: Stored) -> Stored:
     if claimed is None:  # the timer (or another caller) is on it right now: show what is stored
         return runtime.store.get(stored.record.request_id) or stored
     return runtime.processor.advance(claimed, SUBMITTED).stored
+
+
+def set_callback(runtime: Runtime, request_id: str, url: str | None) -> Stored:
+    """Register (or with None remove) the request's completion callback; a request that is
+    already final gets its callback delivered now."""
+    for _ in range(MAX_WRITE_ROUNDS):
+        stored = runtime.store.get(request_id)
+        if stored is None:
+            raise NotFound(f"No upgrade request {request_id}")
+        fields = callback_fields(url, utc_now()) if url else no_callback()
+        try:
+            saved = runtime.store.replace(stored.record.evolve(**fields), stored.etag)
+        except WriteConflict:
+            continue
+        return runtime.processor.deliver_callback(saved) if url else saved
+    raise Conflict("The request kept changing; retry", retry_after=1)

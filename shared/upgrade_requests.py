@@ -23,6 +23,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+CALLBACK_PENDING = "pending"
+CALLBACK_DELIVERED = "delivered"
+CALLBACK_FAILED = "failed"
+
 PENDING = "pending"
 SUBMITTING = "submitting"
 SUBMITTED = "submitted"
@@ -71,6 +75,14 @@ class UpgradeRequestRecord:
     last_error_type: str | None = None
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
+    # Completion callback (see `callbacks`): where to POST the final record, and how that went.
+    callback_url: str | None = None
+    callback_id: str | None = None  # the Standard Webhooks `webhook-id`, the same on every retry
+    callback_state: str | None = None  # pending | delivered | failed (None: no callback)
+    callback_attempts: int = 0
+    callback_next_at: datetime | None = None
+    callback_last_error: str | None = None
+    callback_delivered_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -104,6 +116,15 @@ class UpgradeRequestRecord:
             "submittedAt": _iso(self.submitted_at),
             "finishedAt": _iso(self.finished_at),
             "nextAttemptAt": _iso(self.next_attempt_at) if not self.is_final else None,
+            "callback": None
+            if not self.callback_url
+            else {
+                "url": self.callback_url,
+                "state": self.callback_state,
+                "attempts": self.callback_attempts,
+                "lastError": self.callback_last_error,
+                "deliveredAt": _iso(self.callback_delivered_at),
+            },
         }
 
     def to_json(self) -> str:
@@ -122,6 +143,7 @@ def new_record(
     queued: bool = False,
     lease_owner: str = "",
     lease_seconds: float = 0,
+    callback_url: str | None = None,
 ) -> UpgradeRequestRecord:
     now = utc_now()
     return UpgradeRequestRecord(
@@ -138,7 +160,37 @@ def new_record(
         lease_owner=lease_owner,
         idempotency_key_hash=idempotency_key_hash,
         queued=queued,
+        **(callback_fields(callback_url, now) if callback_url else {}),
     )
+
+
+def callback_fields(url: str, now: datetime) -> dict[str, Any]:
+    """A freshly registered callback: pending, with its own stable webhook-id."""
+    import uuid
+
+    return {
+        "callback_url": url,
+        "callback_id": f"msg_{uuid.uuid4().hex}",
+        "callback_state": CALLBACK_PENDING,
+        "callback_attempts": 0,
+        "callback_next_at": now,
+        "callback_last_error": None,
+        "callback_delivered_at": None,
+    }
+
+
+def no_callback() -> dict[str, Any]:
+    return {
+        name: None
+        for name in (
+            "callback_url",
+            "callback_id",
+            "callback_state",
+            "callback_next_at",
+            "callback_last_error",
+            "callback_delivered_at",
+        )
+    } | {"callback_attempts": 0}
 
 
 def _iso(value: datetime | None) -> str | None:

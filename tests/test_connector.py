@@ -1,0 +1,88 @@
+"""The Power Automate connector definition: valid OpenAPI 2.0, and in step with function_app.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+
+from .conftest import registered_functions
+
+CONNECTOR = Path(__file__).resolve().parent.parent / "connector"
+SPEC = json.loads((CONNECTOR / "apiDefinition.swagger.json").read_text())
+METHODS = ("get", "post", "put", "delete", "patch")
+
+
+def http_routes() -> set[tuple[str, str]]:
+    routes = set()
+    for function in registered_functions().values():
+        trigger = function.get_trigger().get_dict_repr()
+        if trigger["type"] == "httpTrigger":
+            for method in trigger["methods"]:
+                routes.add((str(getattr(method, "value", method)).lower(), "/" + trigger["route"]))
+    return routes
+
+
+def operations():
+    for path, item in SPEC["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def test_definition_is_valid_openapi_2():
+    assert SPEC["swagger"] == "2.0"
+    validate(SPEC)
+
+
+def test_every_route_has_an_operation_and_every_operation_a_route():
+    assert {(method, path) for path, method, _ in operations()} == http_routes()
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "operation"), list(operations()), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_operation_is_complete_for_flow_makers(path, method, operation):
+    assert re.fullmatch(r"[A-Z][A-Za-z]+", operation["operationId"])
+    assert operation["summary"] and operation["description"]
+    assert operation.get("x-ms-visibility") in ("important", "advanced", "internal", None)
+    path_params = set(re.findall(r"\{(\w+)\}", path))
+    declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+    assert declared == path_params
+    for parameter in operation["parameters"]:
+        assert parameter.get("x-ms-summary"), parameter["name"]
+        assert parameter.get("description"), parameter["name"]
+    if method in ("post", "put"):
+        assert any(p["in"] == "body" for p in operation["parameters"])
+    success = {code: response for code, response in operation["responses"].items() if code.startswith("2")}
+    assert success
+    for code, response in success.items():
+        if code != "204":
+            assert "schema" in response, f"{method} {path} {code}"
+
+
+def test_operation_ids_are_unique_and_auth_is_the_function_key():
+    ids = [operation["operationId"] for _, _, operation in operations()]
+    assert len(ids) == len(set(ids))
+    assert SPEC["securityDefinitions"]["api_key"] == {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+    properties = json.loads((CONNECTOR / "apiProperties.json").read_text())["properties"]
+    assert properties["connectionParameters"]["api_key"]["type"] == "securestring"
+
+
+def test_body_fields_match_what_the_api_accepts():
+    from shared.http_api import ELIGIBILITY_FIELDS, UPGRADE_FIELDS
+
+    upgrade = set(SPEC["definitions"]["UpgradeInput"]["properties"])
+    assert upgrade == {*UPGRADE_FIELDS, "callbackUrl"}
+    assert set(SPEC["definitions"]["EligibilityInput"]["properties"]) == set(ELIGIBILITY_FIELDS)
+
+
+def test_record_schema_lists_every_field_the_api_returns():
+    from shared.upgrade_requests import new_record
+
+    record = new_record("r", "c", "Azure", "x", "m", state="pending")
+    returned = set(record.public_view()) | {"statusUrl", "upgradeStatusUrl"}
+    assert returned == set(SPEC["definitions"]["UpgradeRequest"]["properties"])

@@ -86,14 +86,7 @@ def check_eligibility(req: func.HttpRequest, correlation_id: str) -> func.HttpRe
     """POST product-upgrades/eligibility: can this customer be upgraded, and if not, why."""
     target = upgrade_target(read_json_object(req.headers, req.get_body(), ELIGIBILITY_FIELDS))
     eligibility = get_runtime().upgrades.eligibility(target, CallContext.new(correlation_id))
-    body = {
-        "customerId": target.customer_id,
-        "productFamily": target.product_family,
-        "isEligible": eligibility.is_eligible,
-        "upgradeId": eligibility.upgrade_id,
-        "reason": eligibility.reason,
-        "correlationId": correlation_id,
-    }
+    body = {**eligibility.public_view(), "correlationId": correlation_id}
     return json_response(body, 200, correlation_id)
 
 

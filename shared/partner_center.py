@@ -77,6 +77,16 @@ class Eligibility:
     upgrade_id: str | None
     reason: str | None
 
+    def public_view(self) -> dict[str, object]:
+        """As callers see it (camelCase, Partner Center's field names)."""
+        return {
+            "customerId": self.customer_id,
+            "productFamily": self.product_family,
+            "isEligible": self.is_eligible,
+            "upgradeId": self.upgrade_id,
+            "reason": self.reason,
+        }
+
 
 def parse_upgrade_id(location: str | None, base_url: str) -> str:
     """The upgrade GUID from a create response's `Location`, relative or absolute, strictly."""

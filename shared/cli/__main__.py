@@ -190,13 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_eligibility(args: argparse.Namespace) -> int:
     target = _target(args)
     eligibility = _runtime().upgrades.eligibility(target, CallContext.new())
-    body = {
-        "customerId": target.customer_id,
-        "productFamily": target.product_family,
-        "isEligible": eligibility.is_eligible,
-        "upgradeId": eligibility.upgrade_id,
-        "reason": eligibility.reason,
-    }
+    body = eligibility.public_view()
     text = "eligible" if eligibility.is_eligible else f"not eligible: {eligibility.reason or 'no reason given'}"
     if eligibility.upgrade_id:
         text += f"; upgrade {eligibility.upgrade_id} already in place"

@@ -7,6 +7,7 @@ setting, instead of failing to load with a stack trace in the host log.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -64,7 +65,14 @@ def instance_name() -> str:
     return f"{host}:{os.getpid()}:{new_guid()[:8]}"
 
 
+# Libraries whose INFO lines (every HTTP request and response, token cache events) would drown
+# our own step-by-step lines in Application Insights; their warnings and errors still come through.
+NOISY_LOGGERS = ("azure", "msal", "urllib3")
+
+
 def build_runtime(settings: Settings) -> Runtime:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     secrets = build_secret_store(settings.key_vault_url, settings.secret_cache_seconds)
     tokens = PartnerCenterTokens(settings, secrets)
     partner_center = PartnerCenterClient(

@@ -77,9 +77,19 @@ def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch)
 def no_secrets_leak(
     request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, exchange: Exchange
 ) -> Iterator[None]:
-    """After every test: no secret, access token or refresh token in any log line or response."""
+    """After every test: no secret, access token or refresh token in any log line or response.
+
+    Libraries log at DEBUG here (the app quiets them to WARNING in production), so what they
+    would say about tokens is scanned too."""
     caplog.set_level(logging.DEBUG)
+    import shared.runtime
+
+    quiet = shared.runtime.NOISY_LOGGERS
+    shared.runtime.NOISY_LOGGERS = ()
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     yield
+    shared.runtime.NOISY_LOGGERS = quiet
     if "sandbox" not in request.fixturenames:
         return
     sandbox: Sandbox = request.getfixturevalue("sandbox")

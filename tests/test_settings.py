@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import ConfigurationError
-from shared.settings import ALL_SETTINGS, load_settings
+from shared.settings import ALL_SETTINGS, load_settings, pending_schedule
 
 MINIMAL = {
     "KEY_VAULT_URL": "https://contoso-kv.vault.azure.net/",
@@ -57,3 +57,47 @@ def test_every_setting_has_a_description_and_a_unique_name():
     names = [setting.name for setting in ALL_SETTINGS]
     assert len(names) == len(set(names))
     assert all(setting.description for setting in ALL_SETTINGS)
+
+
+def test_storage_identity_based_forms_as_flex_consumption_deploys_them():
+    base = {key: value for key, value in MINIMAL.items() if key != "AzureWebJobsStorage"}
+    by_account = load_settings({**base, "AzureWebJobsStorage__accountName": "stupgrades", "AZURE_CLIENT_ID": "cid"})
+    assert by_account.storage.connection_string is None
+    assert by_account.storage.table_endpoint == "https://stupgrades.table.core.windows.net"
+    assert by_account.storage.client_id == "cid"
+    by_uri = load_settings(
+        {
+            **base,
+            "AzureWebJobsStorage__tableServiceUri": "https://stupgrades.table.core.windows.net",
+            "AzureWebJobsStorage__clientId": "uami",
+        }
+    )
+    assert by_uri.storage.client_id == "uami"
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(base)
+    assert "AzureWebJobsStorage is required" in raised.value.detail
+
+
+def test_storage_connection_string_is_never_shown():
+    settings = load_settings({**MINIMAL, "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0"})
+    assert "c2VjcmV0" not in repr(settings)
+
+
+def test_pending_schedule_default_and_validation():
+    assert pending_schedule({}) == "0 */5 * * * *"
+    assert pending_schedule({"PENDING_SCHEDULE": "*/30 * * * * *"}) == "*/30 * * * * *"
+    with pytest.raises(ConfigurationError) as raised:
+        pending_schedule({"PENDING_SCHEDULE": "*/5 * * * *"})
+    assert "6-field NCRONTAB" in raised.value.detail
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "TRUE ", ""])
+def test_boolean_settings_are_true_or_false(value):
+    if value.strip().lower() in ("true", ""):
+        assert load_settings({**MINIMAL, "INBOUND_SIGNATURES_REQUIRED": value}).inbound_signatures_required is (
+            value.strip().lower() == "true"
+        )
+        return
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings({**MINIMAL, "INBOUND_SIGNATURES_REQUIRED": value})
+    assert "INBOUND_SIGNATURES_REQUIRED must be true or false" in raised.value.detail

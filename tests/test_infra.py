@@ -1,0 +1,677 @@
+"""The deployment contract: `infra/` (Bicep, parsed with pycep-parser), `azure.yaml` and the code agree,
+and the security invariants of the deployment hold.
+
+Each invariant is a function from the parsed templates to a list of problems. Every one is run on the
+real templates (no problems) and on mutated copies that break it (a problem naming what broke): a check
+that cannot fail proves nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+
+from shared.settings import ALL_SETTINGS, AZURE_WEBJOBS_STORAGE, UPGRADE_REQUESTS_TABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+MAIN = "infra/main.bicep"
+FUNCTION_APP_MODULE = "modules/functionapp.bicep"  # as main.bicep names it
+
+# App settings the Functions host, the Azure SDKs or Application Insights read; not in ALL_SETTINGS.
+HOST_SETTINGS = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AZURE_CLIENT_ID",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Flex Consumption rejects these (the runtime is in functionAppConfig) or they carry a key.
+FORBIDDEN_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "APPINSIGHTS_INSTRUMENTATIONKEY",
+}
+
+# The only roles the deployment may grant, by built-in role definition id.
+ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": "Key Vault Secrets Officer",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+}
+# What the app's identity must hold, and on what kind of resource (never a resource group).
+APP_GRANTS = {
+    ("Storage Blob Data Owner", "Microsoft.Storage/storageAccounts"),
+    ("Storage Table Data Contributor", "Microsoft.Storage/storageAccounts"),
+    ("Key Vault Secrets Officer", "Microsoft.KeyVault/vaults"),
+    ("Monitoring Metrics Publisher", "Microsoft.Insights/components"),
+}
+APP_PRINCIPAL = "identity.outputs.principalId"  # main.bicep's name for the UAMI's object id
+
+AZD_OUTPUTS = {
+    "AZURE_LOCATION",
+    "AZURE_TENANT_ID",
+    "AZURE_RESOURCE_GROUP",
+    "AZURE_FUNCTION_APP_NAME",
+    "KEY_VAULT_NAME",
+    "KEY_VAULT_URL",
+}
+
+# Code that reads keys or carries them: `list*()` functions (listKeys, listAccountSas, ...), storage
+# connection strings and SAS tokens.
+SECRET_PATTERNS = {
+    "a list*() call (reads keys into the deployment)": re.compile(r"\blist[A-Z][A-Za-z]*\s*\("),
+    "a storage connection string": re.compile(r"AccountKey\s*=|DefaultEndpointsProtocol\s*=", re.IGNORECASE),
+    "a shared access signature": re.compile(r"SharedAccessSignature|[?&]sig=", re.IGNORECASE),
+}
+SECRET_WORDS = re.compile(r"secret|password|passwd|token|connectionstring|instrumentationkey|accountkey", re.IGNORECASE)
+
+
+# --- the templates, parsed ------------------------------------------------------------------------
+
+
+@functools.cache
+def _parser() -> BicepParser:
+    return BicepParser(cache=False)  # no lark cache file: pytest-xdist workers would race on it
+
+
+@dataclass(frozen=True)
+class Resource:
+    file: str
+    symbol: str
+    type: str
+    body: dict[str, Any]
+    condition: Any  # None when unconditional
+
+
+@dataclass(frozen=True)
+class Infra:
+    texts: dict[str, str]  # repo-relative path -> text, for every infra file and azure.yaml
+    bicep: dict[str, dict[str, Any]]  # repo-relative path -> pycep JSON
+
+    def resources(self, type_: str | None = None) -> list[Resource]:
+        found = []
+        for file, parsed in self.bicep.items():
+            for symbol, resource in (parsed.get("resources") or {}).items():
+                if resource.get("existing"):
+                    continue  # a reference to a resource declared elsewhere
+                config = resource["config"]
+                condition = config.get("condition") if "condition" in config and "config" in config else None
+                body = config["config"] if condition is not None else config
+                if type_ is None or resource["type"].lower() == type_.lower():
+                    found.append(Resource(file, symbol, resource["type"], body, condition))
+        return found
+
+    def one(self, type_: str) -> Resource:
+        found = self.resources(type_)
+        assert len(found) == 1, f"expected one {type_} in infra/, found {len(found)}"
+        return found[0]
+
+    def module_args(self, module_path: str) -> dict[str, Any]:
+        """The params main.bicep passes to the module at `module_path`."""
+        for module in (self.bicep[MAIN].get("modules") or {}).values():
+            if module["detail"]["path"] == module_path:
+                return module["config"]["params"]
+        raise AssertionError(f"main.bicep does not call {module_path}")
+
+    def module_path_of(self, file: str) -> str:
+        return str(Path(file).relative_to("infra"))
+
+    def traced(self, file: str, expression: Any) -> str:
+        """`expression` from a module, with a bare module parameter replaced by what main.bicep passes."""
+        text = render(expression)
+        if file != MAIN and text in (self.bicep[file].get("parameters") or {}):
+            args = self.module_args(self.module_path_of(file))
+            if text in args:
+                return render(args[text])
+        return text
+
+
+def render(expression: Any) -> str:
+    """pycep's JSON for an expression, back as (roughly) Bicep text: `keyVault.outputs.uri`."""
+    if isinstance(expression, bool):
+        return str(expression).lower()
+    if expression is None:
+        return "null"
+    if isinstance(expression, str | int):
+        return str(expression)
+    if isinstance(expression, list):
+        return "[" + ", ".join(render(item) for item in expression) + "]"
+    if "operator" in expression:
+        kind, operands = expression["operator"]["type"], expression["operator"]["operands"]
+        if kind == "property_accessor":
+            return f"{render(operands['operand_1'])}.{render(operands['operand_2'])}"
+        if kind == "function_accessor":
+            return f"{render(operands['operand_1'])}.{operands['func_name']}()"
+        if kind == "index_accessor":
+            return f"{render(operands['operand_1'])}[{render(operands['operand_2'])}]"
+        return f"{kind}({', '.join(render(value) for value in operands.values())})"
+    if "function" in expression:
+        function = expression["function"]
+        arguments = [render(value) for value in (function.get("parameters") or {}).values() if value is not None]
+        return f"{function['type']}({', '.join(arguments)})"
+    return "{" + ", ".join(f"{key}: {render(value)}" for key, value in expression.items()) + "}"
+
+
+def infra_files() -> list[Path]:
+    return sorted([*INFRA.rglob("*.bicep"), *INFRA.rglob("*.json"), ROOT / "azure.yaml"])
+
+
+def load_infra(mutations: Iterable[tuple[str, str, str]] = ()) -> Infra:
+    """The templates as they are, or with `(file, old, new)` text replacements applied first."""
+    texts = {str(path.relative_to(ROOT)): path.read_text() for path in infra_files()}
+    for file, old, new in mutations:
+        assert texts[file].count(old) == 1, f"mutation anchor not found once in {file}: {old!r} (update the test)"
+        texts[file] = texts[file].replace(old, new)
+    bicep = {file: _parser().parse(text=text) for file, text in texts.items() if file.endswith(".bicep")}
+    return Infra(texts, bicep)
+
+
+@functools.cache
+def real_infra() -> Infra:
+    return load_infra()
+
+
+# --- the invariants -------------------------------------------------------------------------------
+
+
+def app_settings(infra: Infra) -> tuple[Resource, dict[str, Any]]:
+    site = infra.one("Microsoft.Web/sites")
+    entries = site.body["properties"]["siteConfig"]["appSettings"]
+    return site, {entry["name"]: entry["value"] for entry in entries}
+
+
+def check_settings_contract(infra: Infra) -> list[str]:
+    """Every required setting is set, every app setting is one the code or the host reads."""
+    problems = []
+    site, values = app_settings(infra)
+    names = [entry["name"] for entry in site.body["properties"]["siteConfig"]["appSettings"]]
+    problems += [f"app setting {name} is set twice" for name in sorted({n for n in names if names.count(n) > 1})]
+    known = {setting.name for setting in ALL_SETTINGS} | HOST_SETTINGS
+    for name in values:
+        if name in FORBIDDEN_SETTINGS:
+            problems.append(f"app setting {name} must not be set on Flex Consumption (or carries a key)")
+        elif name not in known:
+            problems.append(f"app setting {name} is neither in shared.settings.ALL_SETTINGS nor a known host setting")
+    for setting in ALL_SETTINGS:
+        if setting.default is not None:
+            continue
+        if setting is AZURE_WEBJOBS_STORAGE:
+            if setting.name in values:
+                problems.append("AzureWebJobsStorage is set: that is a connection string; use AzureWebJobsStorage__*")
+            if not {"AzureWebJobsStorage__accountName", "AzureWebJobsStorage__tableServiceUri"} & set(values):
+                problems.append("required setting AzureWebJobsStorage is not set (identity-based: __accountName)")
+            if render(values.get("AzureWebJobsStorage__credential")) != "managedidentity":
+                problems.append("AzureWebJobsStorage__credential must be managedidentity")
+        elif setting.name not in values:
+            problems.append(f"required setting {setting.name} is not set")
+    return problems
+
+
+def check_setting_values(infra: Infra) -> list[str]:
+    """Values are wired to the resources, and the defaults are the code's defaults."""
+    problems = []
+    site, values = app_settings(infra)
+    expected = {
+        "KEY_VAULT_URL": "keyVault.outputs.uri",
+        "PARTNER_TENANT_ID": "partnerTenantId",
+        "AZURE_CLIENT_ID": "identity.outputs.clientId",
+        "AzureWebJobsStorage__clientId": "identity.outputs.clientId",
+        "AzureWebJobsStorage__accountName": "storage.outputs.name",
+        "AzureWebJobsStorage__tableServiceUri": "storage.outputs.tableEndpoint",
+        UPGRADE_REQUESTS_TABLE.name: "storage.outputs.tableName",
+    }
+    for name, wanted in expected.items():
+        got = infra.traced(site.file, values.get(name))
+        if got != wanted:
+            problems.append(f"app setting {name} is {got}, expected {wanted}")
+    vault_uri = render((infra.bicep["infra/modules/keyvault.bicep"]["outputs"].get("uri") or {}).get("value"))
+    if vault_uri != "vault.properties.vaultUri":
+        problems.append(f"KEY_VAULT_URL comes from the key vault module's uri output, which is {vault_uri}")
+    identity = render(values.get("AZURE_CLIENT_ID"))
+    if render(values.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING")) != f"ClientId=${{{identity}}};Authorization=AAD":
+        problems.append("APPLICATIONINSIGHTS_AUTHENTICATION_STRING must be Entra auth with the app's identity")
+
+    main = infra.bicep[MAIN]
+    defaults = main["variables"]["settingDefaults"]["value"]
+    settings_arg = render(infra.module_args(FUNCTION_APP_MODULE).get("settings"))
+    if settings_arg != "union(settingDefaults, appSettingOverrides)":
+        problems.append(f"the function app's settings are {settings_arg}, not the defaults merged with overrides")
+    table_default = main["parameters"]["upgradeRequestsTable"]["default"]
+    if table_default != UPGRADE_REQUESTS_TABLE.default:
+        problems.append(
+            f"upgradeRequestsTable defaults to {table_default!r}, the code to {UPGRADE_REQUESTS_TABLE.default!r}"
+        )
+    for setting in ALL_SETTINGS:
+        if setting.default is None or setting is UPGRADE_REQUESTS_TABLE or setting.name not in values:
+            continue  # absent: the code's default applies
+        got = render(values[setting.name])
+        if got != f"settings.{setting.name}":
+            problems.append(f"app setting {setting.name} is {got}, expected settings.{setting.name}")
+        elif defaults.get(setting.name) != setting.default:
+            problems.append(
+                f"settingDefaults.{setting.name} is {defaults.get(setting.name)!r}, the code's default is "
+                f"{setting.default!r}"
+            )
+    optional = {s.name for s in ALL_SETTINGS if s.default is not None}
+    problems += [f"settingDefaults.{name} is not an optional setting of the code" for name in set(defaults) - optional]
+    return problems
+
+
+def role_grants(infra: Infra) -> list[tuple[Resource, str, str, str]]:
+    """(assignment, role name or id, scope resource type or "", principal as main.bicep names it)."""
+    grants = []
+    for assignment in infra.resources("Microsoft.Authorization/roleAssignments"):
+        parsed = infra.bicep[assignment.file]
+        properties = assignment.body["properties"]
+        role = render(properties["roleDefinitionId"])
+        match = re.fullmatch(r"subscription_resource_id\(Microsoft\.Authorization/roleDefinitions, (\w+)\)", role)
+        if match:
+            role = (parsed.get("variables") or {}).get(match.group(1), {}).get("value", match.group(1))
+        scope_symbol = render(assignment.body.get("scope", ""))
+        scope = (parsed.get("resources") or {}).get(scope_symbol, {}).get("type", "")
+        grants.append(
+            (assignment, ROLES.get(role, role), scope, infra.traced(assignment.file, properties["principalId"]))
+        )
+    return grants
+
+
+def check_role_assignments(infra: Infra) -> list[str]:
+    """The app's identity holds exactly the roles it needs, each scoped to one resource."""
+    problems = []
+    held = set()
+    for assignment, role, scope, principal in role_grants(infra):
+        where = f"{assignment.file}:{assignment.symbol}"
+        if role not in ROLES.values():
+            problems.append(f"{where} grants {role}, not one of the roles this app needs: {sorted(ROLES.values())}")
+        if not scope:
+            problems.append(f"{where} is not scoped to a resource (it would cover the resource group)")
+        if principal == APP_PRINCIPAL and assignment.condition is None:
+            held.add((role, scope))
+        elif principal != APP_PRINCIPAL and role != "Key Vault Secrets Officer":
+            problems.append(f"{where} grants {role} to {principal}: besides the app, only the operator's vault role")
+    for role, scope in sorted(APP_GRANTS - held):
+        problems.append(f"the app's managed identity has no unconditional {role} on its {scope}")
+    return problems
+
+
+def check_no_secret_material(infra: Infra) -> list[str]:
+    """No key, connection string or SAS in any file; no secret in a parameter default or an output."""
+    problems = []
+    for file, text in infra.texts.items():
+        for what, pattern in SECRET_PATTERNS.items():
+            if pattern.search(text):
+                problems.append(f"{file} contains {what}")
+    for file, parsed in infra.bicep.items():
+        for name, parameter in (parsed.get("parameters") or {}).items():
+            secure = any(decorator["type"] == "secure" for decorator in parameter.get("decorators") or [])
+            if secure and parameter.get("default") is not None:
+                problems.append(f"{file}: @secure() parameter {name} has a default")
+            if SECRET_WORDS.search(name) and not secure:
+                problems.append(f"{file}: parameter {name} looks like a secret but is not @secure()")
+        for name, output in (parsed.get("outputs") or {}).items():
+            if SECRET_WORDS.search(render(output.get("value"))) or any(
+                decorator["type"] == "secure" for decorator in output.get("decorators") or []
+            ):
+                problems.append(f"{file}: output {name} exposes a secret ({render(output.get('value'))})")
+    parameters = json.loads(infra.texts["infra/main.parameters.json"])["parameters"]
+    for name, entry in parameters.items():
+        if not re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*(=[^}]*)?\}", str(entry.get("value"))):
+            problems.append(f"main.parameters.json sets {name} to a literal: only ${{AZD_ENV_VARIABLE}} references")
+    return problems
+
+
+def check_transport_and_auth(infra: Infra) -> list[str]:
+    """HTTPS only, TLS 1.2+, FTP and basic publishing credentials off, storage identity-only."""
+    problems = []
+    site = infra.one("Microsoft.Web/sites")
+    properties = site.body["properties"]
+    site_config = properties.get("siteConfig", {})
+    if properties.get("httpsOnly") is not True:
+        problems.append("function app httpsOnly is not true")
+    for key in ("minTlsVersion", "scmMinTlsVersion"):
+        if site_config.get(key) not in ("1.2", "1.3"):
+            problems.append(f"function app {key} is {site_config.get(key)!r}, not 1.2+")
+    if site_config.get("ftpsState") != "Disabled":
+        problems.append(f"function app ftpsState is {site_config.get('ftpsState')!r}, not Disabled (FTP off)")
+    policies = {
+        render(policy.body["name"]): policy
+        for policy in infra.resources("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+        if render(policy.body.get("parent")) == site.symbol
+    }
+    for name in ("ftp", "scm"):
+        if name not in policies or policies[name].body["properties"].get("allow") is not False:
+            problems.append(f"basic publishing credentials ({name}) are not disabled on the function app")
+
+    storage = infra.one("Microsoft.Storage/storageAccounts").body["properties"]
+    for key, wanted in {
+        "allowSharedKeyAccess": False,
+        "minimumTlsVersion": "TLS1_2",
+        "supportsHttpsTrafficOnly": True,
+        "allowBlobPublicAccess": False,
+    }.items():
+        if storage.get(key) != wanted:
+            problems.append(f"storage account {key} is {storage.get(key)!r}, expected {wanted!r}")
+    insights = infra.one("Microsoft.Insights/components").body["properties"]
+    if insights.get("DisableLocalAuth") is not True:
+        problems.append("Application Insights accepts instrumentation-key (local) auth: DisableLocalAuth is not true")
+    return problems
+
+
+def check_key_vault(infra: Infra) -> list[str]:
+    """RBAC mode (no access policies), soft delete and purge protection."""
+    problems = []
+    vault = infra.one("Microsoft.KeyVault/vaults").body["properties"]
+    for key in ("enableRbacAuthorization", "enableSoftDelete", "enablePurgeProtection"):
+        if vault.get(key) is not True:
+            problems.append(f"key vault {key} is not true")
+    if vault.get("accessPolicies"):
+        problems.append("key vault has access policies: RBAC mode only")
+    return problems
+
+
+def check_flex_consumption(infra: Infra) -> list[str]:
+    """Flex Consumption, Python 3.11, deployment package read with the user-assigned identity."""
+    problems = []
+    plan = infra.one("Microsoft.Web/serverfarms").body
+    if plan.get("sku") != {"name": "FC1", "tier": "FlexConsumption"}:
+        problems.append(f"the plan is {plan.get('sku')}, not FC1 / FlexConsumption")
+    site = infra.one("Microsoft.Web/sites")
+    if site.body.get("kind") != "functionapp,linux":
+        problems.append(f"the site kind is {site.body.get('kind')!r}, not functionapp,linux")
+    if site.body.get("identity", {}).get("type") != "UserAssigned":
+        problems.append("the function app does not run as a user-assigned identity")
+    config = site.body["properties"].get("functionAppConfig", {})
+    if config.get("runtime") != {"name": "python", "version": "3.11"}:
+        problems.append(f"functionAppConfig.runtime is {config.get('runtime')}, not python 3.11")
+    storage = config.get("deployment", {}).get("storage", {})
+    authentication = storage.get("authentication", {})
+    if storage.get("type") != "blobContainer" or authentication.get("type") != "UserAssignedIdentity":
+        problems.append("the deployment package is not a blob container read with the user-assigned identity")
+    identities = [
+        re.sub(r"^'\$\{(.*)\}'$", r"\1", key) for key in site.body.get("identity", {}).get("userAssignedIdentities", {})
+    ]
+    if [render(authentication.get("userAssignedIdentityResourceId"))] != identities:
+        problems.append("the deployment storage identity is not the app's (only) user-assigned identity")
+    scale = config.get("scaleAndConcurrency", {})
+    if scale.get("instanceMemoryMB") not in (512, 2048, 4096) or "maximumInstanceCount" not in scale:
+        problems.append(f"scaleAndConcurrency is {scale}: instanceMemoryMB 512/2048/4096 and a maximumInstanceCount")
+    return problems
+
+
+def check_azd(infra: Infra) -> list[str]:
+    """azure.yaml deploys this folder as a Python function app; main.bicep outputs what azd needs."""
+    problems = []
+    azure_yaml = infra.texts["azure.yaml"]
+    for line in ("project: .", "language: python", "host: function"):
+        if not re.search(rf"^\s+{re.escape(line)}\s*$", azure_yaml, re.MULTILINE):
+            problems.append(f"azure.yaml has no service line '{line}'")
+    service = re.search(r"^services:\s*\n\s+([\w-]+):", azure_yaml, re.MULTILINE)
+    site = infra.one("Microsoft.Web/sites")
+    service_arg = render(infra.module_args(FUNCTION_APP_MODULE).get("serviceName"))
+    if not service or service.group(1) != service_arg or "'azd-service-name'" not in render(site.body["tags"]):
+        problems.append("the function app is not tagged azd-service-name with azure.yaml's service name")
+    outputs = set(infra.bicep[MAIN].get("outputs") or {})
+    problems += [f"main.bicep does not output {name}" for name in sorted(AZD_OUTPUTS - outputs)]
+    parameters = json.loads(infra.texts["infra/main.parameters.json"])["parameters"]
+    for name, parameter in infra.bicep[MAIN]["parameters"].items():
+        if parameter.get("default") is None and name not in parameters:
+            problems.append(f"required parameter {name} is not in main.parameters.json (azd could not fill it)")
+    return problems
+
+
+CHECKS: dict[str, Callable[[Infra], list[str]]] = {
+    "settings_contract": check_settings_contract,
+    "setting_values": check_setting_values,
+    "role_assignments": check_role_assignments,
+    "no_secret_material": check_no_secret_material,
+    "transport_and_auth": check_transport_and_auth,
+    "key_vault": check_key_vault,
+    "flex_consumption": check_flex_consumption,
+    "azd": check_azd,
+}
+
+
+def all_problems(infra: Infra) -> list[str]:
+    return [problem for check in CHECKS.values() for problem in check(infra)]
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+
+def test_every_infra_file_parses():
+    infra = real_infra()
+    assert set(infra.bicep) >= {MAIN, "infra/modules/functionapp.bicep", "infra/modules/keyvault.bicep"}
+    for file, parsed in infra.bicep.items():
+        assert parsed.get("resources") or parsed.get("modules"), f"{file} parsed to nothing"
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_invariant_holds(name: str):
+    assert CHECKS[name](real_infra()) == []
+
+
+MODULE = "infra/modules/"
+MUTATIONS = [
+    pytest.param(
+        [
+            (
+                MODULE + "storage.bicep",
+                "output name string = storage.name",
+                "output name string = storage.name\noutput key string = storage.listKeys().keys[0].value",
+            )
+        ],
+        "list*() call",
+        id="listKeys-output",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "functionapp.bicep",
+                "name: 'AzureWebJobsStorage__accountName'\n          value: storageAccountName",
+                "name: 'AzureWebJobsStorage'\n          value: 'DefaultEndpointsProtocol=https;"
+                "AccountName=${storageAccountName};AccountKey=${storageKey}'",
+            )
+        ],
+        "connection string",
+        id="storage-connection-string",
+    ),
+    pytest.param(
+        [(MAIN, "param resourceGroupName string = ''", "@secure()\nparam partnerAppSecret string = 'not-a-secret'")],
+        "@secure() parameter partnerAppSecret has a default",
+        id="secure-param-default",
+    ),
+    pytest.param(
+        [(MAIN, "param resourceGroupName string = ''", "param refreshToken string = ''")],
+        "looks like a secret",
+        id="secret-param-not-secure",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "monitoring.bicep",
+                "output workspaceId string = workspace.id",
+                "output workspaceId string = workspace.id\noutput cs string = appInsights.properties.ConnectionString",
+            )
+        ],
+        "exposes a secret",
+        id="connection-string-output",
+    ),
+    pytest.param(
+        [("infra/main.parameters.json", '"${PARTNER_TENANT_ID}"', '"contoso.onmicrosoft.com"')],
+        "literal",
+        id="literal-parameter",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "name: 'KEY_VAULT_URL'", "name: 'KEY_VAULT_URI'")],
+        "required setting KEY_VAULT_URL is not set",
+        id="required-setting-missing",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "name: 'PARTNER_TENANT_ID'", "name: 'PARTNER_TENANT'")],
+        "PARTNER_TENANT is neither in shared.settings.ALL_SETTINGS",
+        id="unknown-setting",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "name: 'AZURE_CLIENT_ID'", "name: 'FUNCTIONS_WORKER_RUNTIME'")],
+        "FUNCTIONS_WORKER_RUNTIME must not be set on Flex Consumption",
+        id="flex-forbidden-setting",
+    ),
+    pytest.param(
+        [(MAIN, "PENDING_CONCURRENCY: '4'", "PENDING_CONCURRENCY: '8'")],
+        "the code's default is '4'",
+        id="default-drift",
+    ),
+    pytest.param(
+        [
+            (
+                MAIN,
+                "param upgradeRequestsTable string = 'productupgraderequests'",
+                "param upgradeRequestsTable string = 'x'",
+            )
+        ],
+        "upgradeRequestsTable defaults to 'x'",
+        id="table-default-drift",
+    ),
+    pytest.param(
+        [(MAIN, "keyVaultUri: keyVault.outputs.uri", "keyVaultUri: 'https://example.vault.azure.net'")],
+        "app setting KEY_VAULT_URL is https://example.vault.azure.net, expected keyVault.outputs.uri",
+        id="vault-url-not-wired",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "ClientId=${identityClientId};", "")],
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        id="appinsights-not-entra",
+    ),
+    pytest.param(
+        [(MODULE + "keyvault.bicep", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "4633458b-17de-408a-b874-0445c86b69e6")],
+        "no unconditional Key Vault Secrets Officer",
+        id="vault-secrets-user-only",
+    ),
+    pytest.param(
+        [(MODULE + "storage.bicep", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "76199698-9eea-4c19-bc75-cec21354c6b6")],
+        "no unconditional Storage Table Data Contributor",
+        id="table-role-missing",
+    ),
+    pytest.param(
+        [(MODULE + "storage.bicep", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "b24988ac-6180-42a0-ab88-20f7382dd24c")],
+        "grants b24988ac-6180-42a0-ab88-20f7382dd24c, not one of the roles this app needs",
+        id="contributor-role",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "monitoring.bicep",
+                "  scope: appInsights\n  properties: {\n    roleDefinitionId",
+                "  properties: {\n    roleDefinitionId",
+            )
+        ],
+        "not scoped to a resource",
+        id="role-at-resource-group",
+    ),
+    pytest.param(
+        [
+            (
+                MAIN,
+                "identityPrincipalId: identity.outputs.principalId\n    operatorPrincipalId",
+                "identityPrincipalId: operatorPrincipalId\n    operatorPrincipalId",
+            )
+        ],
+        "no unconditional Key Vault Secrets Officer",
+        id="vault-role-to-wrong-principal",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "httpsOnly: true", "httpsOnly: false")], "httpsOnly", id="http-allowed"
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "minTlsVersion: '1.2'\n      scm", "minTlsVersion: '1.0'\n      scm")],
+        "minTlsVersion is '1.0'",
+        id="site-tls-1.0",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "ftpsState: 'Disabled'", "ftpsState: 'AllAllowed'")],
+        "FTP off",
+        id="ftp-on",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "functionapp.bicep",
+                "name: 'scm'\n  properties: {\n    allow: false",
+                "name: 'scm'\n  properties: {\n    allow: true",
+            )
+        ],
+        "basic publishing credentials (scm)",
+        id="scm-basic-auth-on",
+    ),
+    pytest.param(
+        [(MODULE + "storage.bicep", "allowSharedKeyAccess: false", "allowSharedKeyAccess: true")],
+        "allowSharedKeyAccess",
+        id="storage-shared-key",
+    ),
+    pytest.param(
+        [(MODULE + "storage.bicep", "minimumTlsVersion: 'TLS1_2'", "minimumTlsVersion: 'TLS1_0'")],
+        "minimumTlsVersion",
+        id="storage-tls-1.0",
+    ),
+    pytest.param(
+        [(MODULE + "monitoring.bicep", "DisableLocalAuth: true", "DisableLocalAuth: false")],
+        "DisableLocalAuth",
+        id="appinsights-local-auth",
+    ),
+    pytest.param(
+        [(MODULE + "keyvault.bicep", "enableRbacAuthorization: true", "enableRbacAuthorization: false")],
+        "enableRbacAuthorization",
+        id="vault-access-policies-mode",
+    ),
+    pytest.param(
+        [(MODULE + "keyvault.bicep", "enablePurgeProtection: true", "enablePurgeProtection: false")],
+        "enablePurgeProtection",
+        id="vault-no-purge-protection",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "name: 'FC1'", "name: 'Y1'")],
+        "not FC1 / FlexConsumption",
+        id="not-flex",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "version: '3.11'", "version: '3.10'")],
+        "not python 3.11",
+        id="python-3.10",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "type: 'UserAssignedIdentity'", "type: 'StorageAccountConnectionString'")],
+        "not a blob container read with the user-assigned identity",
+        id="deployment-storage-key",
+    ),
+    pytest.param(
+        [(MAIN, "output KEY_VAULT_URL string", "output VAULT string")],
+        "does not output KEY_VAULT_URL",
+        id="azd-output-missing",
+    ),
+    pytest.param(
+        [("azure.yaml", "host: function", "host: appservice")],
+        "host: function",
+        id="azd-host",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutations", "expected"), MUTATIONS)
+def test_invariant_catches(mutations: list[tuple[str, str, str]], expected: str):
+    problems = all_problems(load_infra(mutations))
+    assert any(expected in problem for problem in problems), problems

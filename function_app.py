@@ -55,6 +55,6 @@ def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("process_pending_requests")
 @app.timer_trigger(schedule=pending_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
-def process_pending_requests(timer: func.TimerRequest) -> None:
+def process_pending_requests(timer: func.TimerRequest, context: func.Context) -> None:
     """Submit pending requests, resolve interrupted ones, poll submitted upgrades until final."""
-    timer_api.process_pending(timer)
+    timer_api.process_pending(timer, context)

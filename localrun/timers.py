@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +13,22 @@ from azure.functions.timer import TimerRequest
 from croniter import croniter
 
 log = logging.getLogger("localrun.timers")
+
+
+class LocalContext:
+    """The parts of `func.Context` the app uses: an invocation id and thread-local storage."""
+
+    def __init__(self, function_name: str) -> None:
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = function_name
+        self.thread_local_storage = threading.local()
+
+
+def call_function(user_function: Any, trigger: Any, name: str) -> Any:
+    """Call as the worker does: the trigger, plus a `context` if the function asks for one."""
+    if "context" in inspect.signature(user_function).parameters:
+        return user_function(trigger, context=LocalContext(name))
+    return user_function(trigger)
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
@@ -50,7 +68,7 @@ class TimerScheduler:
         """Run the timer function once, never overlapping itself (as the host's singleton lock)."""
         with self._locks[name]:
             log.info("timer.fire function=%s", name)
-            self._timers[name].get_user_function()(TimerRequest(past_due=past_due))
+            call_function(self._timers[name].get_user_function(), TimerRequest(past_due=past_due), name)
 
     def _loop(self, name: str) -> None:
         schedule = self.schedule_of(name)

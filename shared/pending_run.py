@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ def process_pending(
     owner: str,
     concurrency: int,
     budget_seconds: float,
+    thread_initializer: Callable[[], None] | None = None,
 ) -> RunReport:
     started = time.monotonic()
     deadline = started + budget_seconds
@@ -114,7 +116,9 @@ def process_pending(
         with lock:
             report.callbacks[state] += 1
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pending") as pool:
+    with ThreadPoolExecutor(
+        max_workers=concurrency, thread_name_prefix="pending", initializer=thread_initializer
+    ) as pool:
         jobs = [pool.submit(work, stored) for stored in due] + [pool.submit(deliver, stored) for stored in callbacks]
         for future in jobs:
             try:

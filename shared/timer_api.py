@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
@@ -13,7 +14,7 @@ from .runtime import get_runtime
 log = logging.getLogger(__name__)
 
 
-def process_pending(timer: func.TimerRequest | None = None) -> RunReport:
+def process_pending(timer: func.TimerRequest | None = None, context: func.Context | None = None) -> RunReport:
     """Run once now; errors are logged with context and re-raised so the host records a failure."""
     if timer is not None and timer.past_due:
         log.warning("pending.timer_past_due")
@@ -24,4 +25,17 @@ def process_pending(timer: func.TimerRequest | None = None) -> RunReport:
         owner=runtime.owner,
         concurrency=settings.pending_concurrency,
         budget_seconds=settings.pending_run_seconds,
+        thread_initializer=_invocation_binder(context),
     )
+
+
+def _invocation_binder(context: func.Context | None) -> Callable[[], None] | None:
+    """The Python worker ties log lines to an invocation through thread-local storage; worker
+    threads of our own pool must set it, or their lines never reach Application Insights."""
+    if context is None:
+        return None
+
+    def bind() -> None:
+        context.thread_local_storage.invocation_id = context.invocation_id
+
+    return bind

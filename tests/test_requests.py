@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from azure.functions.timer import TimerRequest
 
+from localrun.timers import call_function
 from shared.pending_run import process_pending
 from shared.request_processor import ProcessingPolicy, RequestProcessor
 from shared.runtime import get_runtime
@@ -23,7 +24,7 @@ QUEUE = {"Prefer": "respond-async"}
 
 
 def run_timer() -> None:
-    function("process_pending_requests")(TimerRequest(past_due=False))
+    call_function(function("process_pending_requests"), TimerRequest(past_due=False), "process_pending_requests")
 
 
 def make_due(request_id: str) -> None:
@@ -288,3 +289,28 @@ def test_timer_stops_claiming_after_its_budget(api: Api, sandbox):
     assert report.not_started == 6 - sum(report.outcomes.values())
     pending = [r for r in runtime.store.all_records() if r.state == "pending"]
     assert len(pending) == report.not_started  # untouched, for the next run
+
+
+def test_timer_worker_threads_carry_the_invocation_id(api: Api, monkeypatch):
+    """The worker only forwards log lines whose thread knows the invocation: every pool thread
+    that processes a request must have been given it."""
+    from shared import timer_api
+
+    monkeypatch.setenv("PENDING_CONCURRENCY", "3")
+    for _ in range(6):
+        api.upgrade(str(uuid.uuid4()), headers=QUEUE)
+    bound: dict[str, str] = {}
+
+    class Storage:
+        def __setattr__(self, name: str, value: str) -> None:
+            bound[threading.current_thread().name] = value
+
+    class Context:
+        invocation_id = "c7b9e0f2-5d1a-4e3b-9c8d-7a6b5c4d3e2f"
+        thread_local_storage = Storage()
+
+    report = timer_api.process_pending(None, Context())
+    assert report.outcomes["submitted"] == 6
+    assert bound
+    assert set(bound.values()) == {Context.invocation_id}
+    assert all(name.startswith("pending") for name in bound)

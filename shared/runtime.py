@@ -82,7 +82,9 @@ def build_runtime(settings: Settings) -> Runtime:
         max_retry_after_seconds=settings.partner_center_max_retry_after_seconds,
     )
     upgrades = UpgradeService(partner_center)
-    store = build_request_store(settings.storage, settings.upgrade_requests_table)
+    store = build_request_store(
+        settings.storage, settings.upgrade_requests_table, max_concurrency=2 * settings.pending_concurrency + 8
+    )
     policy = ProcessingPolicy(
         max_attempts=settings.pending_max_attempts,
         lease_seconds=settings.request_lease_seconds,

@@ -123,7 +123,7 @@ class RequestProcessor:
             if record.state == SUBMITTED:  # a throttled poll is not a failed submission
                 updated = self._poll_later(record, throttled)
             else:
-                updated = self._retry_later(record, throttled, record.attempts + 1, PENDING)
+                updated = self._retry_later(record, throttled, record.attempts + 1, _retry_state(previous_state))
             return Advanced(self._save(updated, claimed.etag), throttled.retry_after)
         return Advanced(self._save(updated, claimed.etag), None)
 
@@ -131,20 +131,23 @@ class RequestProcessor:
         target = UpgradeTarget(record.customer_id, record.product_family)
         context = CallContext(record.correlation_id, record.ms_request_id)
         attempts = record.attempts + 1
+        # Until an earlier create's outcome is resolved, every retry must resolve first again:
+        # the request stays `submitting` on every error path (never back to a blind `pending`).
+        retry_state = SUBMITTING if resolve_first else PENDING
         try:
             submission = self._resolved(target, context) if resolve_first else None
             submission = submission or self._upgrades.submit(target, context)
         except UpstreamThrottled:
             raise  # handled in advance(), which also reports the Retry-After to the run
         except OPERATOR_ERRORS as error:
-            return self._wait_for_operator(record, error)
+            return self._wait_for_operator(record, error, retry_state)
         except SubmissionOutcomeUnknown as error:
             # Stay `submitting`: when the lease ends, the next worker resolves it (resolve_first).
             return self._retry_later(record, error, attempts, SUBMITTING)
         except PartnerCenterRejected as error:
             return self._finish(record, REJECTED, error, attempts=attempts)
         except UpgradeError as error:
-            return self._retry_later(record, error, attempts, PENDING)
+            return self._retry_later(record, error, attempts, retry_state)
         now = utc_now()
         return record.evolve(
             state=SUBMITTED,
@@ -215,7 +218,9 @@ class RequestProcessor:
     def _retry_later(
         self, record: UpgradeRequestRecord, error: UpgradeError, attempts: int, state: str
     ) -> UpgradeRequestRecord:
-        if attempts >= self.policy.max_attempts:
+        # A `submitting` request may have an upgrade at Partner Center: it is never given up as
+        # failed (that would release the customer and stop looking); it keeps resolving, backed off.
+        if attempts >= self.policy.max_attempts and state != SUBMITTING:
             detail = f"Gave up after {attempts} attempts; last error: {error.detail}"
             return self._finish(record, FAILED, error, attempts=attempts, detail=detail)
         now = utc_now()
@@ -229,14 +234,18 @@ class RequestProcessor:
             lease_until=now + timedelta(seconds=delay) if state == SUBMITTING else now,
         )
 
-    def _wait_for_operator(self, record: UpgradeRequestRecord, error: UpgradeError) -> UpgradeRequestRecord:
+    def _wait_for_operator(self, record: UpgradeRequestRecord, error: UpgradeError, state: str) -> UpgradeRequestRecord:
         now = utc_now()
         later = now + timedelta(seconds=self.policy.backoff_max_seconds / 4)
         log.error(
             "request.waiting_for_operator request_id=%s type=%s detail=%s", record.request_id, error.slug, error.detail
         )
         return record.evolve(
-            state=PENDING, last_error=error.detail, last_error_type=error.slug, next_attempt_at=later, lease_until=now
+            state=state,
+            last_error=error.detail,
+            last_error_type=error.slug,
+            next_attempt_at=later,
+            lease_until=later if state == SUBMITTING else now,
         )
 
     def _finish(
@@ -275,6 +284,11 @@ class RequestProcessor:
             record.attempts,
         )
         return saved
+
+
+def _retry_state(previous_state: str) -> str:
+    """Where a failed attempt leaves the request: still resolving if it was, else pending."""
+    return SUBMITTING if previous_state == SUBMITTING else PENDING
 
 
 def _list_of_dicts(value: Any) -> list[dict[str, Any]]:

@@ -58,10 +58,13 @@ class PartnerCenterTokens:
             return result["access_token"]
 
     def _from_cache(self, app: msal.ConfidentialClientApplication, force_refresh: bool) -> dict[str, Any] | None:
-        accounts = app.get_accounts()
-        if not accounts:
-            return None
-        result = app.acquire_token_silent_with_error(self._scopes, account=accounts[0], force_refresh=force_refresh)
+        try:
+            accounts = app.get_accounts()
+            if not accounts:
+                return None
+            result = app.acquire_token_silent_with_error(self._scopes, account=accounts[0], force_refresh=force_refresh)
+        except Exception as error:  # MsalServiceError (Entra 5xx), network errors: never a 500
+            raise CredentialsUnavailable(f"Entra ID could not renew the token ({type(error).__name__})") from None
         if result and "access_token" in result:
             return result
         if result:  # the cached refresh token was refused; start again from the vault's
@@ -96,7 +99,9 @@ class PartnerCenterTokens:
     def _write_back_rotated_refresh_token(self, app: msal.ConfidentialClientApplication) -> None:
         import msal
 
-        cached = app.token_cache.search(msal.TokenCache.CredentialType.REFRESH_TOKEN)
+        # list(): MSAL's search is a generator that holds the cache's lock while paused; draining it
+        # first means no lock is held during the Key Vault write below (or forever, if it fails).
+        cached = list(app.token_cache.search(msal.TokenCache.CredentialType.REFRESH_TOKEN))
         latest = next((item["secret"] for item in cached if item.get("secret")), None)
         if latest and latest != self._refresh_token_in_vault:
             name = self._settings.refresh_token_secret_name

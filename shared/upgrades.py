@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .correlation import CallContext
-from .errors import NotEligible, PartnerCenterRejected, SubmissionOutcomeUnknown, UpgradeError
+from .errors import (
+    NotEligible,
+    PartnerCenterRejected,
+    SubmissionOutcomeUnknown,
+    UpgradeError,
+    UpstreamConflict,
+    UpstreamError,
+)
 from .partner_center import AmbiguousCreate, Eligibility, PartnerCenterClient
 from .validation import UpgradeTarget
 
@@ -93,7 +100,14 @@ class UpgradeService:
             raise refusal
         try:
             eligibility = self.eligibility(target, context.next_operation())
-        except UpgradeError:
+        except UpgradeError as error:
+            if isinstance(refusal, UpstreamConflict):
+                # Partner Center says an upgrade exists but we could not learn its id: that is
+                # not a final "no"; retry later (a new create will be refused again, not doubled).
+                raise UpstreamError(
+                    f"Partner Center reports an upgrade in place but eligibility failed: {error.detail}",
+                    extensions=refusal.extensions,
+                ) from None
             raise refusal from None
         if eligibility.upgrade_id:
             self._log_submitted(target, context, eligibility.upgrade_id, "existing")

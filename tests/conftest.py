@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,17 +95,29 @@ def no_secrets_leak(
         return
     sandbox: Sandbox = request.getfixturevalue("sandbox")
     secrets = {sandbox.app_secret, *sandbox.issued_refresh_tokens, *sandbox.issued_access_tokens}
-    haystacks = [record.getMessage() for record in caplog.records] + caplog.text.splitlines() + exchange.bodies
+    # Every phase: at teardown `caplog.records`/`caplog.text` hold only the teardown's own lines.
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    records = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)]
+    haystacks = [formatter.format(record) for record in records] + exchange.bodies
     leaks = [s for s in secrets if s and any(s in text for text in haystacks)]
     assert not leaks, f"{len(leaks)} secret value(s) appeared in logs or responses"
 
 
+_index_lock = threading.Lock()
+
+
 @functools.cache
-def registered_functions() -> dict[str, Any]:
-    """function_app.py's functions by name; `get_functions()` indexes once, as the host does."""
+def _indexed() -> dict[str, Any]:
     import function_app
 
     return {candidate.get_function_name(): candidate for candidate in function_app.app.get_functions()}
+
+
+def registered_functions() -> dict[str, Any]:
+    """function_app.py's functions by name; `get_functions()` indexes once, as the host does
+    (under a lock: tests call functions from several threads)."""
+    with _index_lock:
+        return _indexed()
 
 
 def function(name: str) -> Any:

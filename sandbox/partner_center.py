@@ -69,6 +69,11 @@ def _authenticate(request: Request, state: SandboxState) -> Response | None:
     return None
 
 
+def _authorized_upgrade_request(request: Request, state: SandboxState) -> Response | tuple[str, str]:
+    """Every product-upgrade operation starts the same way: a valid token, then the body."""
+    return _authenticate(request, state) or _upgrade_request(request)
+
+
 def _upgrade_request(request: Request) -> Response | tuple[str, str]:
     """(customerId, productFamily) from a ProductUpgradeRequest body, or the 400 to send."""
     try:
@@ -106,10 +111,7 @@ def _location(state: SandboxState, upgrade: Upgrade) -> str:
 
 def create_upgrade(request: Request, state: SandboxState) -> Response:
     """``POST /v1/productUpgrades``: start an upgrade, idempotent on MS-RequestId."""
-    problem = _authenticate(request, state)
-    if problem:
-        return problem
-    parsed = _upgrade_request(request)
+    parsed = _authorized_upgrade_request(request, state)
     if isinstance(parsed, Response):
         return parsed
     customer_id, family = parsed
@@ -137,10 +139,7 @@ def create_upgrade(request: Request, state: SandboxState) -> Response:
 
 def eligibility(request: Request, state: SandboxState) -> Response:
     """``POST /v1/productUpgrades/eligibility``: ProductUpgradesEligibility."""
-    problem = _authenticate(request, state)
-    if problem:
-        return problem
-    parsed = _upgrade_request(request)
+    parsed = _authorized_upgrade_request(request, state)
     if isinstance(parsed, Response):
         return parsed
     customer_id, family = parsed
@@ -201,10 +200,7 @@ def status_body(upgrade: Upgrade) -> dict[str, Any]:
 
 def upgrade_status(request: Request, state: SandboxState, upgrade_id: str) -> Response:
     """``POST /v1/productUpgrades/{id}/status`` (and ``/{id}``): ProductUpgradesStatus; each call is a poll."""
-    problem = _authenticate(request, state)
-    if problem:
-        return problem
-    parsed = _upgrade_request(request)
+    parsed = _authorized_upgrade_request(request, state)
     if isinstance(parsed, Response):
         return parsed
     customer_id, _family = parsed

@@ -161,6 +161,20 @@ def _client_credentials_from(request: Request, form: dict[str, str]) -> tuple[st
     return client_id, client_secret
 
 
+def _supported_grant_client(request: Request, state: SandboxState, form: dict[str, str]) -> Response | str:
+    """Both token endpoints: a grant type we speak, then a known client with the right secret."""
+    grant_type = form.get("grant_type")
+    if grant_type not in ("refresh_token", "client_credentials"):
+        return _error(
+            request,
+            400,
+            "unsupported_grant_type",
+            f"AADSTS70003: The app requested an unsupported grant type '{grant_type}'.",
+            70003,
+        )
+    return _check_client(request, state, form)
+
+
 def _check_client(request: Request, state: SandboxState, form: dict[str, str]) -> Response | str:
     """The authenticated client id, or the Entra error for a wrong app id / secret."""
     client_id, client_secret = _client_credentials_from(request, form)
@@ -305,15 +319,7 @@ def token_v2(request: Request, state: SandboxState, tenant: str) -> Response:
             "AADSTS900144: The request body must contain the following parameter: 'grant_type'.",
             900144,
         )
-    if grant_type not in ("refresh_token", "client_credentials"):
-        return _error(
-            request,
-            400,
-            "unsupported_grant_type",
-            f"AADSTS70003: The app requested an unsupported grant type '{grant_type}'.",
-            70003,
-        )
-    client = _check_client(request, state, form)
+    client = _supported_grant_client(request, state, form)
     if isinstance(client, Response):
         return client
     parsed = _parse_v2_scope(request, form)
@@ -382,15 +388,7 @@ def token_v1(request: Request, state: SandboxState, tenant: str) -> Response:
         return _unknown_tenant(request, tenant)
     form = request.form()
     grant_type = form.get("grant_type")
-    if grant_type not in ("refresh_token", "client_credentials"):
-        return _error(
-            request,
-            400,
-            "unsupported_grant_type",
-            f"AADSTS70003: The app requested an unsupported grant type '{grant_type}'.",
-            70003,
-        )
-    client = _check_client(request, state, form)
+    client = _supported_grant_client(request, state, form)
     if isinstance(client, Response):
         return client
     resource = form.get("resource")

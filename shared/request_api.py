@@ -22,7 +22,7 @@ from .http_api import UPGRADE_FIELDS, handled
 from .http_responses import json_response, problem_response
 from .inbound_signatures import verify_inbound
 from .intake import idempotency_key_hash
-from .runtime import get_runtime
+from .runtime import get_runtime, get_settings
 from .upgrade_flow import accept_and_submit, refresh, set_callback
 from .upgrade_requests import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
 from .validation import read_json_object, upgrade_id_value, upgrade_target
@@ -43,12 +43,11 @@ def wants_queue(req: func.HttpRequest) -> bool:
 @handled
 def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades: store the request, then (unless queued) submit it now."""
-    runtime = get_runtime()
-    settings = runtime.settings
+    settings = get_settings()  # input is checked before any storage or Key Vault client is built
     body = req.get_body()
     key = req.headers.get("idempotency-key")
     if settings.inbound_signatures_required:
-        webhook_id = verify_inbound(req.headers, body, runtime.secrets, settings.inbound_signing_secret_name)
+        webhook_id = verify_inbound(req.headers, body, get_runtime().secrets, settings.inbound_signing_secret_name)
         key = key or f"webhook:{webhook_id}"
     document = read_json_object(req.headers, body, (*UPGRADE_FIELDS, "callbackUrl"))
     target = upgrade_target(document)
@@ -57,9 +56,10 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
         callback_url = check_callback_url(
             document["callbackUrl"], allow_private_networks=settings.callback_allow_private_networks
         )
+    key_hash = idempotency_key_hash(key)
     queue = wants_queue(req)
     accepted = accept_and_submit(
-        runtime, target, correlation_id, idempotency_key_hash(key), queue=queue, callback_url=callback_url
+        get_runtime(), target, correlation_id, key_hash, queue=queue, callback_url=callback_url
     )
     record = accepted.stored.record
     if record.state == REJECTED and not accepted.replayed:
@@ -84,12 +84,9 @@ def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse
 def put_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """PUT product-upgrade-requests/{requestId}/callback {"url": ...}: subscribe to completion."""
     request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")
-    runtime = get_runtime()
     document = read_json_object(req.headers, req.get_body(), ("url",))
-    url = check_callback_url(
-        document.get("url"), allow_private_networks=runtime.settings.callback_allow_private_networks
-    )
-    stored = set_callback(runtime, request_id, url)
+    url = check_callback_url(document.get("url"), allow_private_networks=get_settings().callback_allow_private_networks)
+    stored = set_callback(get_runtime(), request_id, url)
     body = stored.record.public_view()
     return json_response(body, 200, correlation_id, {"Location": request_url(req, request_id)})
 

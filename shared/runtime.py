@@ -38,25 +38,39 @@ class Runtime:
     owner: str  # this instance's name on leases: which worker holds a claim
 
 
+_settings: Settings | None = None
 _runtime: Runtime | None = None
 _lock = threading.Lock()
+
+
+def get_settings() -> Settings:
+    """The validated settings alone, without building clients: what a handler needs to check a
+    request before any storage or Key Vault client exists."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = load_settings()
+    return _settings
 
 
 def get_runtime() -> Runtime:
     """The shared runtime; raises ConfigurationError (naming each bad setting) if settings are wrong."""
     global _runtime
     if _runtime is None:
+        settings = get_settings()
         with _lock:
             if _runtime is None:
-                _runtime = build_runtime(load_settings())
+                _runtime = build_runtime(settings)
     return _runtime
 
 
 def reset_runtime() -> None:
     """Forget the shared runtime so the next call re-reads settings (tests, local runner reloads)."""
-    global _runtime
+    global _runtime, _settings
     with _lock:
         _runtime = None
+        _settings = None
 
 
 def instance_name() -> str:

@@ -97,3 +97,16 @@ def test_bad_request_id_is_400(api: Api):
         "get_product_upgrade_request", "GET", "product-upgrade-requests/x", route_params={"requestId": "x' or 1 eq 1"}
     )
     assert reply.status == 400
+
+
+def test_bad_input_builds_no_clients_and_creates_no_table(api: Api, azurite, app_env):
+    """Input is checked before the runtime (storage, Key Vault clients) is built."""
+    from azure.data.tables import TableServiceClient
+
+    import shared.runtime
+
+    reply = api.call("submit_product_upgrade", "POST", "product-upgrades", body=b"{", headers=JSON)
+    assert reply.status == 400
+    assert shared.runtime._runtime is None
+    tables = {t.name for t in TableServiceClient.from_connection_string(azurite.connection_string).list_tables()}
+    assert app_env["UPGRADE_REQUESTS_TABLE"] not in tables

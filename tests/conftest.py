@@ -180,14 +180,17 @@ class Api:
         self._exchange.bodies.append(reply.body.decode(errors="replace") + json.dumps(reply.headers))
         return reply
 
-    def upgrade(self, customer_id: str, family: str = "Azure", headers: dict[str, str] | None = None) -> Reply:
-        return self.call(
-            "submit_product_upgrade",
-            "POST",
-            "product-upgrades",
-            json_body={"customerId": customer_id, "productFamily": family},
-            headers=headers,
-        )
+    def upgrade(
+        self,
+        customer_id: str,
+        family: str = "Azure",
+        headers: dict[str, str] | None = None,
+        callback_url: str | None = None,
+    ) -> Reply:
+        body = {"customerId": customer_id, "productFamily": family}
+        if callback_url is not None:
+            body["callbackUrl"] = callback_url
+        return self.call("submit_product_upgrade", "POST", "product-upgrades", json_body=body, headers=headers)
 
     def request_status(self, request_id: str) -> Reply:
         return self.call(

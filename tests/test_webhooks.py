@@ -36,16 +36,6 @@ def signing_secret(app_env, sandbox, monkeypatch) -> str:
     return secret
 
 
-def upgrade_with_callback(api: Api, customer_id: str, url: str, **headers: str):
-    return api.call(
-        "submit_product_upgrade",
-        "POST",
-        "product-upgrades",
-        json_body={"customerId": customer_id, "callbackUrl": url},
-        headers=headers,
-    )
-
-
 def make_callback_due(request_id: str) -> None:
     store = get_runtime().store
     stored = store.get(request_id)
@@ -55,7 +45,7 @@ def make_callback_due(request_id: str) -> None:
 def test_callback_is_delivered_once_signed_when_final(api: Api, sandbox, signing_secret, customer_id):
     sandbox.customers.set(customer_id, polls_until_final=1)
     with Receiver() as receiver:
-        reply = upgrade_with_callback(api, customer_id, receiver.url)
+        reply = api.upgrade(customer_id, callback_url=receiver.url)
         assert reply.status == 202
         request_id = reply.json()["requestId"]
         assert receiver.deliveries == []
@@ -81,7 +71,7 @@ def test_callback_is_retried_after_a_receiver_500_with_the_same_webhook_id(api: 
     customer = str(uuid.uuid4())
     sandbox.customers.set(customer, eligible=False, reason="No Azure subscriptions")
     with Receiver(statuses=[500]) as receiver:
-        reply = upgrade_with_callback(api, customer, receiver.url)
+        reply = api.upgrade(customer, callback_url=receiver.url)
         assert reply.status == 422  # rejected at once: final, so the HTTP path delivers right away
         request_id = reply.json()["requestId"]
         assert len(receiver.deliveries) == 1
@@ -115,7 +105,7 @@ def test_subscribe_to_a_final_request_delivers_now_and_unsubscribe_stops_deliver
         assert len(receiver.deliveries) == 1
 
         sandbox.customers.set(waiting, polls_until_final=1)
-        waiting_id = upgrade_with_callback(api, waiting, receiver.url).json()["requestId"]
+        waiting_id = api.upgrade(waiting, callback_url=receiver.url).json()["requestId"]
         removed = api.call(
             "delete_product_upgrade_callback",
             "DELETE",
@@ -146,7 +136,7 @@ def test_subscribe_to_a_final_request_delivers_now_and_unsubscribe_stops_deliver
     ],
 )
 def test_private_loopback_and_non_https_callbacks_are_refused_by_default(api: Api, sandbox, url, customer_id):
-    reply = upgrade_with_callback(api, customer_id, url)
+    reply = api.upgrade(customer_id, callback_url=url)
     assert reply.status == 400
     assert reply.json()["type"].endswith("callback-url-refused")
     assert sandbox.calls("partner_center") == []
@@ -157,7 +147,7 @@ def test_delivery_rechecks_the_url_and_never_sends_to_loopback(api: Api, sandbox
     customer = str(uuid.uuid4())
     sandbox.customers.set(customer, polls_until_final=1)
     with Receiver() as receiver:
-        request_id = upgrade_with_callback(api, customer, receiver.url).json()["requestId"]
+        request_id = api.upgrade(customer, callback_url=receiver.url).json()["requestId"]
         monkeypatch.setenv("CALLBACK_ALLOW_PRIVATE_NETWORKS", "false")  # production setting
         reset_runtime()
         make_due(request_id)

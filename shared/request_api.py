@@ -9,7 +9,6 @@ problem+json (it is stored as `rejected`, and GET shows it).
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from urllib.parse import quote, urljoin
 
@@ -26,8 +25,6 @@ from .runtime import get_runtime, get_settings
 from .upgrade_flow import accept_and_submit, refresh, set_callback
 from .upgrade_requests import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
 from .validation import read_json_object, upgrade_id_value, upgrade_target
-
-log = logging.getLogger(__name__)
 
 REQUEST_ROUTE = "product-upgrade-requests"
 POLL_AFTER_SECONDS = 30  # what we suggest to pollers while Partner Center works on the upgrade

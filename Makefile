@@ -22,6 +22,7 @@ setup: $(VENV)/.installed node_modules/.installed
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: lint infra-check
 	$(PY) -m pytest -n 2 -q -m "not slow"

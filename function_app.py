@@ -5,7 +5,7 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 
 import azure.functions as func
 
-from shared import http_api, request_api, timer_api
+from shared.api import request_routes, timer_trigger, upgrade_routes
 from shared.settings import pending_schedule
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -15,46 +15,46 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="product-upgrades", methods=["POST"])
 def submit_product_upgrade(req: func.HttpRequest) -> func.HttpResponse:
     """Store an upgrade request and submit it to Partner Center (or queue it: Prefer: respond-async)."""
-    return request_api.submit_request(req)
+    return request_routes.submit_request(req)
 
 
 @app.function_name("get_product_upgrade_request")
 @app.route(route="product-upgrade-requests/{requestId}", methods=["GET"])
 def get_product_upgrade_request(req: func.HttpRequest) -> func.HttpResponse:
     """One upgrade request: 202 + Retry-After while it is not final, 200 once it is."""
-    return request_api.get_request(req)
+    return request_routes.get_request(req)
 
 
 @app.function_name("put_product_upgrade_callback")
 @app.route(route="product-upgrade-requests/{requestId}/callback", methods=["PUT"])
 def put_product_upgrade_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Subscribe: POST the final record, signed, to this URL when the request completes."""
-    return request_api.put_callback(req)
+    return request_routes.put_callback(req)
 
 
 @app.function_name("delete_product_upgrade_callback")
 @app.route(route="product-upgrade-requests/{requestId}/callback", methods=["DELETE"])
 def delete_product_upgrade_callback(req: func.HttpRequest) -> func.HttpResponse:
     """Unsubscribe the request's completion callback."""
-    return request_api.delete_callback(req)
+    return request_routes.delete_callback(req)
 
 
 @app.function_name("check_product_upgrade_eligibility")
 @app.route(route="product-upgrades/eligibility", methods=["POST"])
 def check_product_upgrade_eligibility(req: func.HttpRequest) -> func.HttpResponse:
     """Can this customer be upgraded, and if not, why (or which upgrade is already in place)."""
-    return http_api.check_eligibility(req)
+    return upgrade_routes.check_eligibility(req)
 
 
 @app.function_name("get_product_upgrade_status")
 @app.route(route="product-upgrades/{upgradeId}", methods=["GET"])
 def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
     """Partner Center's status of an upgrade (status and line items)."""
-    return http_api.get_upgrade_status(req)
+    return upgrade_routes.get_upgrade_status(req)
 
 
 @app.function_name("process_pending_requests")
 @app.timer_trigger(schedule=pending_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
 def process_pending_requests(timer: func.TimerRequest, context: func.Context) -> None:
     """Submit pending requests, resolve interrupted ones, poll submitted upgrades until final."""
-    timer_api.process_pending(timer, context)
+    timer_trigger.process_pending(timer, context)

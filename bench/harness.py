@@ -171,8 +171,8 @@ def partner_center_token(sandbox: Any) -> str:
 
 
 def create_headers(token: str) -> dict[str, str]:
-    """The headers our client sends on a create (shared/partner_center.py `_send`)."""
-    from shared.partner_center import APPLICATION_NAME
+    """The headers our client sends on a create (shared/partner_center/client.py `_send`)."""
+    from shared.partner_center.client import APPLICATION_NAME
 
     return {
         "Authorization": f"Bearer {token}",
@@ -188,7 +188,7 @@ def create_headers(token: str) -> dict[str, str]:
 
 def bare_create(http: Any, endpoint: str, token: str, customer_id: str) -> None:
     """One create call, nothing else: `http` is a `requests.Session` or the `requests` module."""
-    from shared.partner_center import CONNECT_TIMEOUT_SECONDS, CREATE_PATH
+    from shared.partner_center.client import CONNECT_TIMEOUT_SECONDS, CREATE_PATH
 
     response = http.post(
         endpoint + CREATE_PATH,

@@ -3,7 +3,7 @@
 Each function here runs in its own worker interpreter (bench.worker), so its peak RSS is its own:
 
 - `ours`: N requests queued through the HTTP function (`Prefer: respond-async`), then, with the
-  sandbox's Partner Center latency set, one `shared.pending_run.process_pending` run at the given
+  sandbox's Partner Center latency set, one `shared.upgrade_requests.timer_run.process_pending` run at the given
   concurrency. Checks: every customer submitted exactly once, one create call per request.
 - `sequential`: what the Partner Center SDK / PowerShell samples do: a token once (MSAL
   refresh-token grant), then for each customer one create POST, one after the other; either a
@@ -37,8 +37,8 @@ from .harness import (
 
 
 def ours(params: dict[str, Any]) -> dict[str, Any]:
-    from shared.pending_run import process_pending
     from shared.runtime import get_runtime
+    from shared.upgrade_requests.timer_run import process_pending
 
     n, concurrency, latency = int(params["n"]), int(params["concurrency"]), float(params["latency"])
     with app_environment() as env:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from .errors import InvalidRequest
-from .identifiers import is_guid, new_guid
+from shared.errors import InvalidRequest
+from shared.identifiers import is_guid, new_guid
 
 CORRELATION_HEADERS = ("MS-CorrelationId", "x-ms-correlation-id")
 RESPONSE_CORRELATION_HEADER = "MS-CorrelationId"

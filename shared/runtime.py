@@ -13,16 +13,16 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from .callbacks import CallbackPolicy, CallbackSender
-from .identifiers import new_guid
-from .intake import Intake
-from .partner_center import PartnerCenterClient
-from .request_processor import ProcessingPolicy, RequestProcessor
-from .request_store import RequestStore, build_request_store
-from .secrets import SecretStore, build_secret_store
-from .settings import Settings, load_settings
-from .tokens import PartnerCenterTokens
-from .upgrades import UpgradeService
+from shared.identifiers import new_guid
+from shared.partner_center.client import PartnerCenterClient
+from shared.partner_center.exactly_once import UpgradeService
+from shared.partner_center.key_vault_secrets import SecretStore, build_secret_store
+from shared.partner_center.tokens import PartnerCenterTokens
+from shared.settings import Settings, load_settings
+from shared.upgrade_requests.intake import Intake
+from shared.upgrade_requests.processor import ProcessingPolicy, RequestProcessor
+from shared.upgrade_requests.store import RequestStore, build_request_store
+from shared.webhooks.callbacks import CallbackPolicy, CallbackSender
 
 
 @dataclass(frozen=True)

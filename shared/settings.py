@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
-from .identifiers import is_guid
+from shared.errors import ConfigurationError
+from shared.identifiers import is_guid
 
 
 @dataclass(frozen=True)

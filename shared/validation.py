@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from .identifiers import is_guid
+from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.identifiers import is_guid
 
 MAX_BODY_BYTES = 4096
 # Partner Center documents one product family for upgrades; the key is the case-folded spelling.

@@ -3,7 +3,7 @@
 The worker is this module run as a program: ``python -m tests.chaos_support worker CONFIG.json``.
 CONFIG holds the environment (the same settings the app gets from the host) and the run's owner,
 concurrency and budget. It builds the app's runtime exactly as a Functions instance would, prints
-``READY``, runs ``shared.pending_run.process_pending`` once and prints ``DONE {report}``. It logs
+``READY``, runs ``shared.upgrade_requests.timer_run.process_pending`` once and prints ``DONE {report}``. It logs
 everything at DEBUG to stderr, so the parent can scan that output for secrets too.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandbox import Sandbox
-    from shared.request_store import RequestStore
+    from shared.upgrade_requests.store import RequestStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_LOG_FORMAT = "%(created).6f %(levelname)s %(name)s %(message)s"
@@ -57,8 +57,8 @@ def make_due(store: RequestStore, request_ids: Iterable[str], workers: int = 8) 
 
     Only call this while no worker is running (between rounds). Returns how many were moved.
     """
-    from shared.request_store import WriteConflict
-    from shared.upgrade_requests import utc_now
+    from shared.upgrade_requests.record import utc_now
+    from shared.upgrade_requests.store import WriteConflict
 
     def one(request_id: str) -> int:
         for _ in range(3):
@@ -298,8 +298,8 @@ def worker_main(config_path: str) -> int:
     os.environ.update(config["env"])
     logging.basicConfig(level=logging.DEBUG, format=WORKER_LOG_FORMAT, stream=sys.stderr)
     import shared.runtime
-    from shared.pending_run import process_pending
     from shared.runtime import get_runtime
+    from shared.upgrade_requests.timer_run import process_pending
 
     shared.runtime.NOISY_LOGGERS = ()  # as tests/conftest.py does: library DEBUG lines stay in scope
 

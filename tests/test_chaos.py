@@ -55,12 +55,12 @@ from azure.functions.timer import TimerRequest
 from localrun.timers import call_function
 from sandbox.server import REFRESH_TOKEN_SECRET
 from shared.correlation import CallContext
-from shared.partner_center import UPGRADE_EXISTS_CODES
-from shared.pending_run import process_pending
-from shared.request_processor import ProcessingPolicy, RequestProcessor
+from shared.partner_center.client import UPGRADE_EXISTS_CODES
 from shared.runtime import build_runtime, get_runtime
 from shared.settings import load_settings
-from shared.upgrade_requests import ACTIVE_STATES, FINAL_STATES, utc_now
+from shared.upgrade_requests.processor import ProcessingPolicy, RequestProcessor
+from shared.upgrade_requests.record import ACTIVE_STATES, FINAL_STATES, utc_now
+from shared.upgrade_requests.timer_run import process_pending
 from shared.validation import UpgradeTarget
 
 from .chaos_support import (
@@ -860,6 +860,8 @@ def test_the_autouse_leak_scan_fails_a_test_that_leaks(tmp_path):
 
 def test_worker_process_logs_at_debug_in_a_parseable_format():
     """The chaos analysis reads the child workers' log lines: time first, then the message."""
-    record = logging.LogRecord("shared.partner_center", logging.INFO, __file__, 1, "partner_center.call x", (), None)
+    record = logging.LogRecord(
+        "shared.partner_center.client", logging.INFO, __file__, 1, "partner_center.call x", (), None
+    )
     line = logging.Formatter(WORKER_LOG_FORMAT).format(record)
     assert float(line.split(" ", 1)[0]) == pytest.approx(record.created, abs=1e-5)

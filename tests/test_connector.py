@@ -73,7 +73,7 @@ def test_operation_ids_are_unique_and_auth_is_the_function_key():
 
 
 def test_body_fields_match_what_the_api_accepts():
-    from shared.http_api import ELIGIBILITY_FIELDS, UPGRADE_FIELDS
+    from shared.api.upgrade_routes import ELIGIBILITY_FIELDS, UPGRADE_FIELDS
 
     upgrade = set(SPEC["definitions"]["UpgradeInput"]["properties"])
     assert upgrade == {*UPGRADE_FIELDS, "callbackUrl"}
@@ -81,7 +81,7 @@ def test_body_fields_match_what_the_api_accepts():
 
 
 def test_record_schema_lists_every_field_the_api_returns():
-    from shared.upgrade_requests import new_record
+    from shared.upgrade_requests.record import new_record
 
     record = new_record("r", "c", "Azure", "x", "m", state="pending")
     returned = set(record.public_view()) | {"statusUrl", "upgradeStatusUrl"}

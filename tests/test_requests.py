@@ -13,10 +13,10 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from localrun.timers import call_function
-from shared.pending_run import process_pending
-from shared.request_processor import ProcessingPolicy, RequestProcessor
 from shared.runtime import get_runtime
-from shared.upgrade_requests import utc_now
+from shared.upgrade_requests.processor import ProcessingPolicy, RequestProcessor
+from shared.upgrade_requests.record import utc_now
+from shared.upgrade_requests.timer_run import process_pending
 
 from .conftest import Api, function
 
@@ -294,7 +294,7 @@ def test_timer_stops_claiming_after_its_budget(api: Api, sandbox):
 def test_timer_worker_threads_carry_the_invocation_id(api: Api, monkeypatch):
     """The worker only forwards log lines whose thread knows the invocation: every pool thread
     that processes a request must have been given it."""
-    from shared import timer_api
+    from shared.api import timer_trigger as timer_api
 
     monkeypatch.setenv("PENDING_CONCURRENCY", "3")
     for _ in range(6):

@@ -308,7 +308,7 @@ def test_one_call_worst_case_is_well_under_power_automate_limit():
     settings = load_settings(
         {"KEY_VAULT_URL": "https://kv.vault.azure.net", "PARTNER_TENANT_ID": "contoso.com", "AzureWebJobsStorage": "x"}
     )
-    from shared.partner_center import PartnerCenterClient
+    from shared.partner_center.client import PartnerCenterClient
 
     client = PartnerCenterClient(
         settings.partner_center_endpoint,

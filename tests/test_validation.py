@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, UpstreamError
 from shared.identifiers import is_guid
-from shared.partner_center import parse_upgrade_id
+from shared.partner_center.client import parse_upgrade_id
 from shared.validation import MAX_BODY_BYTES, read_json_object, upgrade_target
 
 JSON = {"Content-Type": "application/json"}

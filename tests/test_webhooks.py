@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.callback_urls import CallbackUrlRefused, check_callback_url, is_public
 from shared.runtime import get_runtime, reset_runtime
-from shared.upgrade_requests import utc_now
+from shared.upgrade_requests.record import utc_now
+from shared.webhooks.callback_urls import CallbackUrlRefused, check_callback_url, is_public
 
 from .conftest import Api
 from .test_requests import make_due, record, run_timer

@@ -14,19 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..correlation import CallContext
-from ..errors import UpgradeError
-from ..identifiers import new_guid
-from ..intake import idempotency_key_hash
-from ..local_settings import apply, load_local_settings
-from ..validation import (
+from shared.cli import exit_codes
+from shared.correlation import CallContext
+from shared.errors import UpgradeError
+from shared.identifiers import new_guid
+from shared.local_settings import apply, load_local_settings
+from shared.upgrade_requests.intake import idempotency_key_hash
+from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
     customer_id_value,
     product_family_value,
     upgrade_id_value,
 )
-from . import exit_codes
 
 log = logging.getLogger("shared.cli")
 
@@ -116,13 +116,13 @@ def _target(args: argparse.Namespace) -> UpgradeTarget:
 
 
 def _runtime() -> Any:
-    from ..runtime import get_runtime
+    from shared.runtime import get_runtime
 
     return get_runtime()
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from ..upgrade_flow import accept_and_submit
+    from shared.upgrade_requests.flow import accept_and_submit
 
     target = _target(args)
     runtime = _runtime()
@@ -159,8 +159,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     runtime = _runtime()
     if args.request_id:
-        from ..errors import NotFound
-        from ..upgrade_flow import refresh
+        from shared.errors import NotFound
+        from shared.upgrade_requests.flow import refresh
 
         stored = runtime.store.get(upgrade_id_value(args.request_id, "--request-id"))
         if stored is None:
@@ -175,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return exit_codes.for_state(record.state)
     if not (args.upgrade_id and args.customer_id):
         raise ValueError("status needs --request-id, or --upgrade-id with --customer-id")
-    from ..http_api import status_body
+    from shared.api.upgrade_routes import status_body
 
     target = _target(args)
     upgrade_id = upgrade_id_value(args.upgrade_id, "--upgrade-id")
@@ -201,7 +201,7 @@ def cmd_eligibility(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batch import read_rows, run_batch, write_results
+    from shared.cli.batch import read_rows, run_batch, write_results
 
     runtime = _runtime()
     rows = read_rows(args.file)
@@ -225,7 +225,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_process_pending(args: argparse.Namespace) -> int:
-    from ..timer_api import process_pending
+    from shared.api.timer_trigger import process_pending
 
     report = process_pending().as_dict()
     _emit(args, report, f"due {report['due']}, outcomes {report['outcomes']}, not started {report['notStarted']}")

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InvalidRequest, UpgradeError
-from ..identifiers import new_guid
-from ..intake import idempotency_key_hash
-from ..runtime import Runtime
-from ..upgrade_flow import accept_and_submit
-from ..validation import UpgradeTarget, customer_id_value, product_family_value
-from . import exit_codes
+from shared.cli import exit_codes
+from shared.errors import InvalidRequest, UpgradeError
+from shared.identifiers import new_guid
+from shared.runtime import Runtime
+from shared.upgrade_requests.flow import accept_and_submit
+from shared.upgrade_requests.intake import idempotency_key_hash
+from shared.validation import UpgradeTarget, customer_id_value, product_family_value
 
 RESULT_FIELDS = (
     "row",

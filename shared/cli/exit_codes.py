@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError, CredentialsUnavailable, InvalidRequest, ReconsentRequired, UpgradeError
-from ..upgrade_requests import COMPLETE, FAILED, PENDING, REJECTED, SUBMITTED, SUBMITTING
+from shared.errors import ConfigurationError, CredentialsUnavailable, InvalidRequest, ReconsentRequired, UpgradeError
+from shared.upgrade_requests.record import COMPLETE, FAILED, PENDING, REJECTED, SUBMITTED, SUBMITTING
 
 OK = 0  # submitted, complete, eligible, run finished
 UNEXPECTED = 1  # a bug or an unexpected failure (logged with a stack trace)

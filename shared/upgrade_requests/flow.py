@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .errors import Conflict, NotFound
-from .intake import MAX_WRITE_ROUNDS, Accepted
-from .request_store import WriteConflict
-from .upgrade_requests import PENDING, SUBMITTED, callback_fields, no_callback, utc_now
+from shared.errors import Conflict, NotFound
+from shared.upgrade_requests.intake import MAX_WRITE_ROUNDS, Accepted, Intake
+from shared.upgrade_requests.processor import RequestProcessor
+from shared.upgrade_requests.record import PENDING, SUBMITTED, callback_fields, no_callback, utc_now
+from shared.upgrade_requests.store import RequestStore, WriteConflict
 
 if TYPE_CHECKING:
-    from .request_store import Stored
-    from .runtime import Runtime
-    from .validation import UpgradeTarget
+    from shared.upgrade_requests.store import Stored
+    from shared.validation import UpgradeTarget
+
+
+class Runtime(Protocol):
+    """The parts of `shared.runtime.Runtime` a flow uses (the runtime wires this package, so it
+    cannot be imported from here)."""
+
+    @property
+    def intake(self) -> Intake: ...
+    @property
+    def processor(self) -> RequestProcessor: ...
+    @property
+    def store(self) -> RequestStore: ...
+    @property
+    def owner(self) -> str: ...
 
 
 def accept_and_submit(

@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .errors import Conflict, IdempotencyKeyReused, InvalidRequest
-from .identifiers import new_guid
-from .request_store import RequestStore, Stored, WriteConflict
-from .upgrade_requests import PENDING, SUBMITTING, body_fingerprint, new_record, utc_now
-from .validation import UpgradeTarget
+from shared.errors import Conflict, IdempotencyKeyReused, InvalidRequest
+from shared.identifiers import new_guid
+from shared.upgrade_requests.record import PENDING, SUBMITTING, body_fingerprint, new_record, utc_now
+from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict
+from shared.validation import UpgradeTarget
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, UpstreamError
-from .upgrade_requests import ACTIVE_STATES, UpgradeRequestRecord
+from shared.errors import ConfigurationError, UpstreamError
+from shared.upgrade_requests.record import ACTIVE_STATES, UpgradeRequestRecord
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
-    from .settings import StorageTarget
+    from shared.settings import StorageTarget
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from .errors import InvalidRequest
+from shared.errors import InvalidRequest
 
 MAX_URL_LENGTH = 2048
 

@@ -14,17 +14,17 @@ from urllib.parse import quote, urljoin
 
 import azure.functions as func
 
-from .callback_urls import check_callback_url
-from .correlation import RESPONSE_CORRELATION_HEADER
-from .errors import NotFound, error_class_for
-from .http_api import UPGRADE_FIELDS, handled
-from .http_responses import json_response, problem_response
-from .inbound_signatures import verify_inbound
-from .intake import idempotency_key_hash
-from .runtime import get_runtime, get_settings
-from .upgrade_flow import accept_and_submit, refresh, set_callback
-from .upgrade_requests import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
-from .validation import read_json_object, upgrade_id_value, upgrade_target
+from shared.api.responses import json_response, problem_response
+from shared.api.upgrade_routes import UPGRADE_FIELDS, handled
+from shared.correlation import RESPONSE_CORRELATION_HEADER
+from shared.errors import NotFound, error_class_for
+from shared.runtime import get_runtime, get_settings
+from shared.upgrade_requests.flow import accept_and_submit, refresh, set_callback
+from shared.upgrade_requests.intake import idempotency_key_hash
+from shared.upgrade_requests.record import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
+from shared.validation import read_json_object, upgrade_id_value, upgrade_target
+from shared.webhooks.callback_urls import check_callback_url
+from shared.webhooks.inbound_signatures import verify_inbound
 
 REQUEST_ROUTE = "product-upgrade-requests"
 POLL_AFTER_SECONDS = 30  # what we suggest to pollers while Partner Center works on the upgrade

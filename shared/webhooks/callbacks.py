@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .callback_urls import CallbackUrlRefused, check_callback_url
-from .upgrade_requests import CALLBACK_DELIVERED, CALLBACK_FAILED, UpgradeRequestRecord, utc_now
+from shared.upgrade_requests.record import CALLBACK_DELIVERED, CALLBACK_FAILED, UpgradeRequestRecord, utc_now
+from shared.webhooks.callback_urls import CallbackUrlRefused, check_callback_url
 
 if TYPE_CHECKING:
     import requests
 
-    from .secrets import SecretStore
+    from shared.partner_center.key_vault_secrets import SecretStore
 
 log = logging.getLogger(__name__)
 

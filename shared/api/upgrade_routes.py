@@ -18,13 +18,13 @@ from typing import Any
 
 import azure.functions as func
 
-from .correlation import CallContext, correlation_id_from
-from .errors import UpgradeError
-from .http_responses import json_response, problem_response
-from .identifiers import new_guid
-from .runtime import get_runtime
-from .upgrades import final_state
-from .validation import (
+from shared.api.responses import json_response, problem_response
+from shared.correlation import CallContext, correlation_id_from
+from shared.errors import UpgradeError
+from shared.identifiers import new_guid
+from shared.partner_center.exactly_once import final_state
+from shared.runtime import get_runtime
+from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
     customer_id_value,

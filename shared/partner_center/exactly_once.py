@@ -23,8 +23,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .correlation import CallContext
-from .errors import (
+from shared.correlation import CallContext
+from shared.errors import (
     NotEligible,
     PartnerCenterRejected,
     SubmissionOutcomeUnknown,
@@ -32,8 +32,8 @@ from .errors import (
     UpstreamConflict,
     UpstreamError,
 )
-from .partner_center import AmbiguousCreate, Eligibility, PartnerCenterClient
-from .validation import UpgradeTarget
+from shared.partner_center.client import AmbiguousCreate, Eligibility, PartnerCenterClient
+from shared.validation import UpgradeTarget
 
 log = logging.getLogger(__name__)
 

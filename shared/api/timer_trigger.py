@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import azure.functions as func
 
-from .pending_run import RunReport
-from .pending_run import process_pending as run_pending
-from .runtime import get_runtime
+from shared.runtime import get_runtime
+from shared.upgrade_requests.timer_run import RunReport
+from shared.upgrade_requests.timer_run import process_pending as run_pending
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import CredentialsUnavailable
+from shared.errors import CredentialsUnavailable
 
 if TYPE_CHECKING:
     from azure.keyvault.secrets import SecretClient

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .correlation import CallContext
-from .errors import (
+from shared.correlation import CallContext
+from shared.errors import (
     ConfigurationError,
     CredentialsUnavailable,
     PartnerCenterRejected,
@@ -24,8 +24,8 @@ from .errors import (
     UpgradeError,
     UpstreamThrottled,
 )
-from .request_store import RequestStore, Stored, WriteConflict
-from .upgrade_requests import (
+from shared.partner_center.exactly_once import Submission, UpgradeService, final_state
+from shared.upgrade_requests.record import (
     CALLBACK_PENDING,
     COMPLETE,
     FAILED,
@@ -36,16 +36,20 @@ from .upgrade_requests import (
     UpgradeRequestRecord,
     utc_now,
 )
-from .upgrades import Submission, UpgradeService, final_state
-from .validation import UpgradeTarget
-
-if TYPE_CHECKING:
-    from .callbacks import CallbackSender
+from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict
+from shared.validation import UpgradeTarget
 
 log = logging.getLogger(__name__)
 
 # Errors only an operator can fix: the request waits (attempts are not used up) until they do.
 OPERATOR_ERRORS = (ReconsentRequired, CredentialsUnavailable, ConfigurationError)
+
+
+class CallbackDelivery(Protocol):
+    """What the processor needs from the callback sender (`shared.webhooks.callbacks`), which sits
+    above this package: deliver a final record and return it with the delivery state recorded."""
+
+    def deliver(self, record: UpgradeRequestRecord) -> UpgradeRequestRecord: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class RequestProcessor:
         store: RequestStore,
         upgrades: UpgradeService,
         policy: ProcessingPolicy,
-        callbacks: CallbackSender | None = None,
+        callbacks: CallbackDelivery | None = None,
     ) -> None:
         self.store = store
         self._upgrades = upgrades

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-from .correlation import CallContext
-from .errors import (
+from shared.correlation import CallContext
+from shared.errors import (
     CustomerAccessDenied,
     NotEligible,
     PartnerCenterRejected,
@@ -36,7 +36,7 @@ from .errors import (
     UpstreamNotFound,
     UpstreamThrottled,
 )
-from .identifiers import GUID_PATTERN
+from shared.identifiers import GUID_PATTERN
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -216,7 +216,7 @@ def build_session(max_retry_after_seconds: int) -> requests.Session:
     import requests
     from requests.adapters import HTTPAdapter
 
-    from .retry import InlineRetry
+    from shared.partner_center.retry_policy import InlineRetry
 
     retry = InlineRetry(
         total=None,

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .errors import Unauthorized
+from shared.errors import Unauthorized
 
 if TYPE_CHECKING:
-    from .secrets import SecretStore
+    from shared.partner_center.key_vault_secrets import SecretStore
 
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 

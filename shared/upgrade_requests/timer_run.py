@@ -18,9 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .request_processor import RequestProcessor
-from .request_store import Stored
-from .upgrade_requests import utc_now
+from shared.upgrade_requests.processor import RequestProcessor
+from shared.upgrade_requests.record import utc_now
+from shared.upgrade_requests.store import Stored
 
 log = logging.getLogger(__name__)
 

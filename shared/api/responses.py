@@ -7,8 +7,8 @@ from typing import Any
 
 import azure.functions as func
 
-from .correlation import RESPONSE_CORRELATION_HEADER
-from .errors import UpgradeError
+from shared.correlation import RESPONSE_CORRELATION_HEADER
+from shared.errors import UpgradeError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 

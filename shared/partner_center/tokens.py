@@ -16,9 +16,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import CredentialsUnavailable, ReconsentRequired
-from .secrets import SecretStore
-from .settings import Settings
+from shared.errors import CredentialsUnavailable, ReconsentRequired
+from shared.partner_center.key_vault_secrets import SecretStore
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     import msal

@@ -1,0 +1,7 @@
+"""The HTTP surface and the timer trigger's body: what `function_app.py` calls.
+
+`request_routes` (our stored requests: submit, read, callbacks), `upgrade_routes` (Partner Center
+views: eligibility, upgrade status), `responses` (JSON and problem+json answers), `timer_trigger` (one
+timer run). Handlers validate input first, then use `shared.runtime`; they may import every layer
+below (runtime, webhooks, upgrade_requests, partner_center, foundation), never `shared.cli`.
+"""

@@ -23,6 +23,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 test: lint infra-check
 	$(PY) -m pytest -n 2 -q -m "not slow"

@@ -16,10 +16,14 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.local_settings import apply, load_local_settings
 
 from .embedded import EmbeddedServices, needs_embedded_defaults
+
+if TYPE_CHECKING:
+    from .http_host import FunctionHost
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def banner(host, base: str, function_key: str, master_key: str, embedded: bool, env_file: Path) -> str:
+def banner(host: FunctionHost, base: str, function_key: str, master_key: str, embedded: bool, env_file: Path) -> str:
     lines = ["", f"Functions (key: {function_key}):"]
     for route in host.routes.http:
         lines.append(f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]")

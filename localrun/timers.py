@@ -32,7 +32,8 @@ def call_function(user_function: Any, trigger: Any, name: str) -> Any:
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
-    return croniter(schedule, after, second_at_beginning=True).get_next(datetime)
+    following: datetime = croniter(schedule, after, second_at_beginning=True).get_next(datetime)
+    return following
 
 
 class TimerScheduler:
@@ -53,7 +54,7 @@ class TimerScheduler:
         return sorted(self._timers)
 
     def schedule_of(self, name: str) -> str:
-        return self._timers[name].get_trigger().get_dict_repr()["schedule"]
+        return str(self._timers[name].get_trigger().get_dict_repr()["schedule"])
 
     def start(self) -> None:
         for name in self._timers:

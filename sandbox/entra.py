@@ -429,7 +429,7 @@ def token_v1(request: Request, state: SandboxState, tenant: str) -> Response:
         "access_token": record.token,
     }
     if delegated:
-        body.update(scope=scope, refresh_token=refresh_token, id_token=_id_token(state, client, lifetime))
+        body.update(scope=scope, refresh_token=refresh_token or "", id_token=_id_token(state, client, lifetime))
     return Response.json(200, body, _headers(request))
 
 

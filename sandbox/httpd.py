@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _read_chunked(self) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -76,9 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(response.body)))
             # Head and body in one write: two small writes meet Nagle + delayed ACK (~40 ms each).
-            self._headers_buffer.append(b"\r\n")
+            buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]  # BaseHTTPRequestHandler's private buffer
+            buffer.append(b"\r\n")
             if self.command != "HEAD":
-                self._headers_buffer.append(response.body)
+                buffer.append(response.body)
             self.flush_headers()
         except OSError:
             self.close_connection = True  # the client went away (e.g. it timed out)
@@ -138,7 +139,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.add(connection)
         try:
-            self.RequestHandlerClass(connection, client_address, self)
+            self.RequestHandlerClass(connection, client_address, self)  # type: ignore[arg-type]  # typeshed's Self for the server
         finally:
             with self._connections_lock:
                 self._connections.discard(connection)

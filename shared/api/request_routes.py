@@ -122,7 +122,7 @@ def suggested_wait(record: UpgradeRequestRecord) -> int:
 
 
 def request_url(req: func.HttpRequest, request_id: str) -> str:
-    return urljoin(req.url, f"/api/{REQUEST_ROUTE}/{request_id}")
+    return str(urljoin(req.url, f"/api/{REQUEST_ROUTE}/{request_id}"))
 
 
 def _rejection(record: UpgradeRequestRecord, correlation_id: str, req: func.HttpRequest) -> func.HttpResponse:

@@ -36,6 +36,7 @@ def _invocation_binder(context: func.Context | None) -> Callable[[], None] | Non
         return None
 
     def bind() -> None:
-        context.thread_local_storage.invocation_id = context.invocation_id
+        # The worker's own attribute, set on its thread-local object; typed loosely by azure-functions.
+        context.thread_local_storage.invocation_id = context.invocation_id  # type: ignore[attr-defined]
 
     return bind

@@ -254,7 +254,7 @@ def _path_template(path: str) -> str:
 def _error_from(response: requests.Response, context: CallContext) -> UpgradeError:
     """Map a Partner Center error answer to our hierarchy, keeping its code for the operator."""
     code, description = _error_body(response)
-    extensions = {"partnerCenterStatus": response.status_code}
+    extensions: dict[str, int | str] = {"partnerCenterStatus": response.status_code}
     if code:
         extensions["partnerCenterErrorCode"] = code
     detail = f"Partner Center answered HTTP {response.status_code}" + (f" (code {code})" if code else "")

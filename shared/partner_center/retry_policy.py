@@ -9,7 +9,7 @@ so the caller (or the timer) can come back when Partner Center asked.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
@@ -30,11 +30,13 @@ class InlineRetry(Retry):
         error: Exception | None = None,
         _pool: ConnectionPool | None = None,
         _stacktrace: TracebackType | None = None,
-    ) -> Retry:
+    ) -> Self:
         if response is not None and self.respect_retry_after_header:
             header = response.headers.get("Retry-After")
             if header and self._raw_retry_after(header) > self.retry_after_max:
-                raise MaxRetryError(_pool, url or "", ResponseError("Retry-After beyond inline budget"))
+                # urllib3 raises MaxRetryError with no pool too; its stub says a pool is required.
+                pool: Any = _pool
+                raise MaxRetryError(pool, url or "", ResponseError("Retry-After beyond inline budget"))
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def _raw_retry_after(self, header: str) -> float:

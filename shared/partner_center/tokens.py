@@ -55,7 +55,7 @@ class PartnerCenterTokens:
             if result is None:
                 result = self._redeem_vault_refresh_token(app)
             self._write_back_rotated_refresh_token(app)
-            return result["access_token"]
+            return str(result["access_token"])
 
     def _from_cache(self, app: msal.ConfidentialClientApplication, force_refresh: bool) -> dict[str, Any] | None:
         try:
@@ -66,7 +66,7 @@ class PartnerCenterTokens:
         except Exception as error:  # MsalServiceError (Entra 5xx), network errors: never a 500
             raise CredentialsUnavailable(f"Entra ID could not renew the token ({type(error).__name__})") from None
         if result and "access_token" in result:
-            return result
+            return dict(result)
         if result:  # the cached refresh token was refused; start again from the vault's
             log.warning("token.cached_refresh_token_refused error=%s", result.get("error"))
             for account in accounts:
@@ -90,7 +90,7 @@ class PartnerCenterTokens:
 
     def _redeem(self, app: msal.ConfidentialClientApplication, refresh_token: str) -> dict[str, Any]:
         try:
-            return app.acquire_token_by_refresh_token(refresh_token, scopes=self._scopes)
+            return dict(app.acquire_token_by_refresh_token(refresh_token, scopes=self._scopes))
         except Exception as error:  # requests/msal network failures; never let a token reach a log
             raise CredentialsUnavailable(
                 f"Entra ID could not be reached for a token ({type(error).__name__})"

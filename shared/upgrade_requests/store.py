@@ -177,7 +177,7 @@ class RequestStore:
         from azure.core.exceptions import ResourceExistsError
 
         try:
-            return self._table.create_entity(entity)["etag"]
+            return str(self._table.create_entity(entity)["etag"])
         except ResourceExistsError:
             raise WriteConflict(entity["PartitionKey"]) from None
         except Exception as error:

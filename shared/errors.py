@@ -148,6 +148,19 @@ class SubmissionOutcomeUnknown(UpstreamError):
     title = "It is not known whether Partner Center accepted the upgrade"
 
 
+class StorageUnavailable(UpgradeError):
+    """The request store (Azure Table Storage, Azurite locally) could not be read or written.
+
+    Its own class so a storage outage is never titled as a Partner Center problem: nothing was
+    sent to Partner Center, and an operator looks at storage (`AzureWebJobsStorage`, the app's
+    table role, Azurite when run locally).
+    """
+
+    status = 503
+    slug = "storage-unavailable"
+    title = "The request store (Azure Table Storage) is unavailable"
+
+
 class ReconsentRequired(UpgradeError):
     """The refresh token was refused (expired, revoked, or consent withdrawn)."""
 

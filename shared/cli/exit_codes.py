@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from shared.errors import ConfigurationError, CredentialsUnavailable, InvalidRequest, ReconsentRequired, UpgradeError
+from shared.errors import (
+    ConfigurationError,
+    CredentialsUnavailable,
+    InvalidRequest,
+    ReconsentRequired,
+    StorageUnavailable,
+    UpgradeError,
+)
 from shared.upgrade_requests.record import COMPLETE, FAILED, PENDING, REJECTED, SUBMITTED, SUBMITTING
 
 OK = 0  # submitted, complete, eligible, run finished
@@ -10,7 +17,7 @@ UNEXPECTED = 1  # a bug or an unexpected failure (logged with a stack trace)
 USAGE = 2  # bad arguments or input (argparse uses 2 as well)
 REFUSED = 3  # rejected, not eligible, failed
 NOT_YET = 4  # accepted but not submitted yet (throttled, outcome being resolved)
-OPERATOR = 5  # an operator must act: settings, credentials, re-consent
+OPERATOR = 5  # an operator must act: settings, credentials, re-consent, storage unreachable
 
 BY_STATE = {SUBMITTED: OK, COMPLETE: OK, PENDING: NOT_YET, SUBMITTING: NOT_YET, REJECTED: REFUSED, FAILED: REFUSED}
 SEVERITY = (OPERATOR, UNEXPECTED, USAGE, REFUSED, NOT_YET, OK)  # a batch exits with the first present
@@ -21,7 +28,7 @@ def for_state(state: str) -> int:
 
 
 def for_error(error: UpgradeError) -> int:
-    if isinstance(error, ConfigurationError | CredentialsUnavailable | ReconsentRequired):
+    if isinstance(error, ConfigurationError | CredentialsUnavailable | ReconsentRequired | StorageUnavailable):
         return OPERATOR
     if isinstance(error, InvalidRequest):
         return USAGE

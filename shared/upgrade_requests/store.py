@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import ConfigurationError, UpstreamError
+from shared.errors import ConfigurationError, StorageUnavailable
 from shared.upgrade_requests.record import ACTIVE_STATES, UpgradeRequestRecord
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Pointer:
 
 
 class RequestStore:
-    """CRUD for the three entity kinds; all storage errors become `UpstreamError` or `WriteConflict`."""
+    """CRUD for the three entity kinds; all storage errors become `StorageUnavailable` or `WriteConflict`."""
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -221,7 +221,7 @@ class RequestStore:
             raise _storage_error(error) from None
 
 
-def _storage_error(error: Exception) -> UpstreamError:
+def _storage_error(error: Exception) -> StorageUnavailable:
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
     if isinstance(error, ClientAuthenticationError):
@@ -233,7 +233,7 @@ def _storage_error(error: Exception) -> UpstreamError:
     else:
         reason = type(error).__name__
     log.error("storage.error reason=%s", reason)
-    return UpstreamError(f"The request store is unavailable: {reason}")
+    return StorageUnavailable(f"The request store is unavailable: {reason}", retry_after=30)
 
 
 def _active_row(customer_id: str, product_family: str) -> str:

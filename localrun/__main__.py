@@ -8,6 +8,7 @@ project's sandbox of Entra ID, Key Vault and Partner Center, on free loopback po
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import secrets
@@ -20,36 +21,68 @@ from typing import TYPE_CHECKING
 
 from shared.local_settings import apply, load_local_settings
 
-from .embedded import EmbeddedServices, needs_embedded_defaults
+from .embedded import SHARED_ENV, EmbeddedServices, needs_embedded_defaults
+from .instance_state import InstanceState, StateInUse
+from .preflight import EXAMPLE_FILE, expected_services, startup_problems
 
 if TYPE_CHECKING:
     from .http_host import FunctionHost
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORT = 7071
+EXIT_CANNOT_START = 2  # settings, port or state problems: nothing was started
+
+
+def _default_port() -> int:
+    value = os.environ.get("PORT") or os.environ.get("LOCALRUN_PORT") or str(DEFAULT_PORT)
+    try:
+        return int(value)
+    except ValueError:
+        return -1  # reported as a port problem below
+
+
+def _fail(lines: list[str]) -> int:
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return EXIT_CANNOT_START
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default loopback)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LOCALRUN_PORT", "7071")))
+    parser.add_argument(
+        "--port", type=int, default=_default_port(), help=f"port to serve on (default: $PORT, else {DEFAULT_PORT})"
+    )
     parser.add_argument("--settings", type=Path, default=REPO_ROOT / "local.settings.json")
     parser.add_argument("--no-timers", action="store_true", help="do not fire timer triggers on schedule")
     parser.add_argument(
         "--env-file",
         type=Path,
         default=REPO_ROOT / ".localrun" / "env",
-        help="where to write the settings in use, for the operator CLI (embedded mode)",
+        help="where this instance writes BASE, KEY, MASTER_KEY, AUTH and the settings in use "
+        "(one running instance per file; removed at exit)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("azure", "msal", "urllib3", "sandbox"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not 0 <= args.port <= 65535:
+        return _fail([f"localrun: the port must be between 0 and 65535 (--port or PORT), got {args.port}"])
 
-    apply(load_local_settings(args.settings))
-    embedded = EmbeddedServices() if needs_embedded_defaults(os.environ) else None
-    if embedded is not None:
-        os.environ.update(embedded.start())
-        embedded.write_env_file(args.env_file, dict(os.environ))
+    try:
+        apply(load_local_settings(args.settings))
+    except ValueError as error:
+        return _fail([f"localrun: cannot read {args.settings}: {error}"])
+    embedded = needs_embedded_defaults(os.environ)
+    if not embedded:
+        problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE)
+        if problems:
+            return _fail(
+                [
+                    f"localrun: not starting: {len(problems)} problem(s) with the settings "
+                    f"(from {args.settings.name} and the environment):"
+                ]
+                + [f"  - {problem}" for problem in problems]
+            )
 
     import function_app  # imported after settings are in place, as the host does
 
@@ -58,44 +91,99 @@ def main(argv: list[str] | None = None) -> int:
     function_key = os.environ.get("LOCALRUN_FUNCTION_KEY") or secrets.token_urlsafe(24)
     master_key = os.environ.get("LOCALRUN_MASTER_KEY") or secrets.token_urlsafe(24)
     host = FunctionHost(function_app.app.get_functions(), function_key=function_key, master_key=master_key)
-    port = host.serve(args.host, args.port)
-    if not args.no_timers:
-        host.timers.start()
-    base = f"http://localhost:{port}"
-    print(banner(host, base, function_key, master_key, embedded is not None, args.env_file), flush=True)
+    try:
+        port = host.bind(args.host, args.port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return _fail(
+                [
+                    f"localrun: port {args.port} is already in use (another `make run`?): stop it, "
+                    f"or choose another port: PORT={args.port + 1} make run (or --port {args.port + 1})"
+                ]
+            )
+        return _fail([f"localrun: cannot listen on {args.host}:{args.port}: {error.strerror}"])
 
+    state = InstanceState(args.env_file)
+    try:
+        state.acquire()
+    except StateInUse as owner:
+        host.shutdown()
+        return _fail(
+            [
+                f"localrun: another runner ({owner}) is using {args.env_file}: stop it first (Ctrl-C in its "
+                f"terminal), or give this one its own state file: --env-file {args.env_file}-{port}"
+            ]
+        )
+    services = EmbeddedServices() if embedded else None
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    host.shutdown()
-    if embedded is not None:
-        embedded.stop()
-    return 0
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        if services is not None:
+            os.environ.update(services.start())
+            problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE, probe=False)
+            if problems:
+                return _fail(["localrun: the embedded defaults are invalid:"] + [f"  - {p}" for p in problems])
+        base = f"http://localhost:{port}"
+        exported = {name: os.environ.get(name, "") for name in SHARED_ENV}
+        auth = f"x-functions-key: {function_key}"
+        state.write_env(
+            {
+                "BASE": base,
+                "KEY": function_key,
+                "MASTER_KEY": master_key,
+                "AUTH": auth,
+                "LOCALRUN_PID": str(os.getpid()),
+                "SANDBOX_URL": services.sandbox.base_url if services is not None else "",
+                **exported,
+            }
+        )
+        state.record_owner(f"pid {os.getpid()}, {base}")
+        host.serve(args.host, port)
+        if not args.no_timers:
+            host.timers.start()
+        print(banner(host, base, function_key, master_key, services is not None, args.env_file), flush=True)
+        stop.wait()
+        return 0
+    finally:
+        host.shutdown()
+        if services is not None:
+            services.stop()
+        state.release()
 
 
 def banner(host: FunctionHost, base: str, function_key: str, master_key: str, embedded: bool, env_file: Path) -> str:
-    lines = ["", f"Functions (key: {function_key}):"]
+    lines = ["", f"Functions (KEY={function_key}):"]
     for route in host.routes.http:
         lines.append(f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]")
     for name in host.timers.names:
         lines.append(f"  timer {name} [{host.timers.schedule_of(name)}]: run now with")
-        lines.append(f"        curl -X POST -H 'x-functions-key: {master_key}' {base}/admin/functions/{name}")
+        lines.append(f'        curl -X POST -H "x-functions-key: $MASTER_KEY" $BASE/admin/functions/{name}')
     mode = (
         "embedded defaults (Azurite + local Partner Center sandbox)"
         if embedded
         else "settings from local.settings.json / environment"
     )
-    lines += ["", f"Running on {mode}.", "Try:"]
+    lines += ["", f"Running on {mode}. Services it calls:", *expected_services(os.environ)]
+    try:
+        shown = env_file.relative_to(Path.cwd())
+    except ValueError:
+        shown = env_file
+    lines += [
+        "",
+        f"In another terminal: source {shown}   # BASE, KEY, MASTER_KEY, AUTH and the settings above",
+        f"  BASE={base}",
+        f"  KEY={function_key}",
+        f"  MASTER_KEY={master_key}",
+        f"  AUTH='x-functions-key: {function_key}'",
+        "Try:",
+    ]
     customer = str(uuid.uuid4())
     lines.append(
         f"  curl -s -X POST '{base}/api/product-upgrades' -H 'x-functions-key: {function_key}' "
         f'-H \'Content-Type: application/json\' -d \'{{"customerId": "{customer}", "productFamily": "Azure"}}\''
     )
-    if embedded:
-        lines.append(
-            f"Operator CLI on the same services: set -a; . {env_file}; set +a; .venv/bin/python -m shared.cli --help"
-        )
+    lines.append("  .venv/bin/python -m shared.cli --help   # the operator CLI, on the same services")
     lines.append("Ctrl-C stops.")
     return "\n".join(lines)
 

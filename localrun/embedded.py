@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
-from pathlib import Path
 
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
@@ -40,13 +38,6 @@ class EmbeddedServices:
         self.sandbox.start()
         self.sandbox.seed_partner_credentials()
         return {**self.sandbox.env(), "AzureWebJobsStorage": self.azurite.connection_string}
-
-    def write_env_file(self, path: Path, environ: Mapping[str, str]) -> None:
-        """`export` lines of the settings in use, so the operator CLI can reach the same services."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{name}={shlex.quote(environ[name])}" for name in SHARED_ENV if environ.get(name)]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        path.chmod(0o600)
 
     def stop(self) -> None:
         self.sandbox.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,11 +43,18 @@ class FunctionHost:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Start serving in a background thread; the bound port (0 picks a free one)."""
+    def bind(self, host: str, port: int) -> int:
+        """Bind the listening socket (0 picks a free port); OSError (EADDRINUSE) if taken."""
         handler = type("Handler", (_Handler,), {"function_host": self})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
+        return self._server.server_address[1]
+
+    def serve(self, host: str, port: int) -> int:
+        """Start serving in a background thread (binding first unless `bind` was called); the port."""
+        if self._server is None:
+            self.bind(host, port)
+        assert self._server is not None
         self._thread = threading.Thread(target=self._server.serve_forever, name="localrun-http", daemon=True)
         self._thread.start()
         return self._server.server_address[1]
@@ -65,6 +73,15 @@ class FunctionHost:
         return offered in allowed
 
 
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:code|sig|token|access_token|key)=)[^&\s\"]*")
+_CREDENTIAL_HEADER = re.compile(r"(?i)\b(authorization|x-functions-key)(\s*[:=]\s*)[^\r\n\"]*")
+
+
+def redact(line: str) -> str:
+    """`?code=<key>` -> `?code=***`; `Authorization: ...`/`x-functions-key: ...` values -> `***`."""
+    return _CREDENTIAL_HEADER.sub(r"\1\2***", _SECRET_QUERY.sub(r"\1***", line))
+
+
 class _Handler(BaseHTTPRequestHandler):
     function_host: FunctionHost
     protocol_version = "HTTP/1.1"
@@ -78,7 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        """The access log: never a function key (`?code=`) or a credential in clear."""
+        log.info("%s %s", self.address_string(), redact(format % args))
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)

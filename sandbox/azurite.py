@@ -6,13 +6,19 @@ tests and the local runner start Azurite's table service with this class.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
@@ -25,6 +31,28 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+PR_SET_DEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(prctl: Any, parent_pid: int) -> None:
+    """In the child, before exec: the kernel SIGKILLs it when the parent dies, however the parent
+    ends (SIGKILL and SIGHUP included), so Azurite is never orphaned. The setting survives exec.
+    It fires when the *thread* that started the child exits: start Azurite from a thread that lives
+    as long as the process (the main thread in the runner and in pytest). `prctl` is resolved in
+    the parent: loading a library between fork and exec could deadlock."""
+    prctl(PR_SET_DEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def parent_death_hook() -> Callable[[], None] | None:
+    """A `preexec_fn` setting the parent-death signal (Linux), or None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None  # elsewhere Ctrl-C and SIGTERM still stop Azurite; SIGKILL would orphan it
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return functools.partial(die_with_parent, prctl, os.getpid())
 
 
 def azurite_table_command() -> list[str]:
@@ -76,6 +104,7 @@ class Azurite:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "NODE_NO_WARNINGS": "1"},
+            preexec_fn=parent_death_hook(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

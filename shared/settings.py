@@ -288,6 +288,26 @@ def pending_schedule(environ: Mapping[str, str] | None = None) -> str:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise one ConfigurationError listing all problems."""
+    settings, problems = read_settings(environ)
+    if problems:
+        raise ConfigurationError("Invalid app settings: " + "; ".join(problems))
+    return settings
+
+
+def setting_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem with the settings, one line each naming the setting (empty: all valid).
+
+    The local runner checks this at start-up, so a bad setting stops it before the first request."""
+    problems = read_settings(environ)[1]
+    try:
+        pending_schedule(environ)
+    except ConfigurationError as error:
+        problems.append(error.detail)
+    return problems
+
+
+def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """The settings as read (defaults where invalid) and the list of problems found."""
     read = _Reader(os.environ if environ is None else environ)
     settings = Settings(
         key_vault_url=read.https_url(KEY_VAULT_URL),
@@ -314,6 +334,4 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         inbound_signatures_required=read.boolean(INBOUND_SIGNATURES_REQUIRED),
         inbound_signing_secret_name=read.secret_name(INBOUND_SIGNING_SECRET_NAME),
     )
-    if read.problems:
-        raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))
-    return settings
+    return settings, read.problems

@@ -1,8 +1,8 @@
 """`python -m shared.cli`: upgrade customers by hand, with the app's own core and settings.
 
 Settings come from the environment, else from `local.settings.json` (`--settings`), exactly the
-names the function app reads. Exit codes: 0 ok, 1 unexpected, 2 bad input, 3 refused (rejected,
-not eligible, failed), 4 accepted but not submitted yet, 5 an operator must act.
+names the function app reads. Global flags (--json, --settings, -v) go before or after the
+command.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shared.cli import exit_codes
+from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext
 from shared.errors import UpgradeError
 from shared.identifiers import new_guid
-from shared.local_settings import apply, load_local_settings
+from shared.local_settings import apply, check_local_env_is_live, load_local_settings
 from shared.upgrade_requests.intake import idempotency_key_hash
 from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
@@ -31,18 +33,53 @@ from shared.validation import (
 log = logging.getLogger("shared.cli")
 
 
+GLOBAL_FLAGS_HELP = {
+    "--json": "machine-readable output on stdout",
+    "--settings": "local.settings.json to read when a setting is not in the environment",
+    "--verbose": "log progress to stderr",
+}
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help=GLOBAL_FLAGS_HELP["--json"])
+    parser.add_argument(
+        "--settings", type=Path, default=Path("local.settings.json"), help=GLOBAL_FLAGS_HELP["--settings"]
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=GLOBAL_FLAGS_HELP["--verbose"])
+
+
+def _global_flags_parser() -> argparse.ArgumentParser:
+    """Picks the global flags out of argv wherever they are, so every subcommand (including ones
+    registered by other modules) accepts them before or after its name."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_global_flags(parser)
+    return parser
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, else an error stating the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number between {low} and {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m shared.cli",
+        description=__doc__,
+        epilog=exit_codes.table_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument(
-        "--settings",
-        type=Path,
-        default=Path("local.settings.json"),
-        help="local.settings.json to read when a setting is not in the environment",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    _add_global_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     upgrade = commands.add_parser("upgrade", help="upgrade one customer")
@@ -68,12 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
         "batch", help="upgrade every customer of a CSV file (header: customerId[,productFamily])"
     )
     batch.add_argument("file", type=Path)
-    batch.add_argument("--concurrency", type=int, default=4, choices=range(1, 33), metavar="1-32")
+    batch.add_argument("--concurrency", type=int_in_range(1, 32), default=4, help="customers at once (1-32)")
     batch.add_argument("--output", type=Path, help="results file, .csv or .json (default: FILE.results.csv)")
+    batch.add_argument("--format", choices=OUTPUT_FORMATS, help="results format (default: from --output's extension)")
     batch.add_argument("--queue", action="store_true", help="store every row for the timer instead of submitting now")
 
     commands.add_parser("process-pending", help="one timer run now")
+    # More commands: one line per module here, e.g. `campaign.register(commands)`; a module's
+    # subparser sets `handler=...` with set_defaults (or adds itself to COMMANDS). Global flags
+    # need nothing: they are picked out of argv wherever they are.
     return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    flags, rest = _global_flags_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
+    for name, value in vars(flags).items():  # taken out of argv above: the parser saw only defaults
+        setattr(args, name, value)
+    return args
 
 
 def _customer_args(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +131,7 @@ def _customer_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
@@ -91,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("azure", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        check_local_env_is_live()
         apply(load_local_settings(args.settings))
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return int(handler(args))
     except UpgradeError as error:
         _emit(
             args,
@@ -148,6 +199,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     record = accepted.stored.record
     view = {**record.public_view(), "replayed": accepted.replayed}
     summary = f"{record.customer_id}: request {record.request_id} is {record.state}"
+    if accepted.replayed:
+        summary = f"replayed (an earlier request, nothing new submitted): {summary}"
     if record.upgrade_id:
         summary += f", upgrade {record.upgrade_id} ({record.outcome})"
     if record.last_error:
@@ -164,7 +217,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         stored = runtime.store.get(upgrade_id_value(args.request_id, "--request-id"))
         if stored is None:
-            raise NotFound(f"No upgrade request {args.request_id}")
+            raise NotFound(f"No upgrade request {args.request_id} in table {runtime.settings.upgrade_requests_table}")
         record = refresh(runtime, stored).record
         _emit(
             args,
@@ -195,30 +248,43 @@ def cmd_eligibility(args: argparse.Namespace) -> int:
     if eligibility.upgrade_id:
         text += f"; upgrade {eligibility.upgrade_id} already in place"
     _emit(args, body, f"{target.customer_id}: {text}")
-    return exit_codes.OK if eligibility.is_eligible or eligibility.upgrade_id else exit_codes.REFUSED
+    return exit_codes.OK if eligibility.is_eligible and not eligibility.upgrade_id else exit_codes.REFUSED
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.cli.batch import read_rows, run_batch, write_results
+    from shared.cli.batch import distinct_rows, read_rows, run_batch, write_results
+    from shared.cli.results_file import results_format
 
+    output = args.output or args.file.with_suffix(".results.csv")
+    output_format = results_format(output, args.format)  # before any customer is touched
+    rows, duplicates = distinct_rows(read_rows(args.file))
+    for duplicate in duplicates:
+        print(f"warning: {duplicate}", file=sys.stderr)
     runtime = _runtime()
-    rows = read_rows(args.file)
     with tqdm(total=len(rows), unit="customer", file=sys.stderr, disable=None) as bar:
         results = run_batch(runtime, rows, concurrency=args.concurrency, queue=args.queue, progress=bar.update)
-    output = args.output or args.file.with_suffix(".results.csv")
-    write_results(results, output)
+    write_results(results, output, output_format)
     by_status: dict[str, int] = {}
     for result in results:
         key = result.status or "error"
         by_status[key] = by_status.get(key, 0) + 1
-    summary = {"rows": len(results), "byStatus": by_status, "results": str(output)}
+    replayed = sum(1 for result in results if result.replayed)
+    summary = {
+        "rows": len(results),
+        "byStatus": by_status,
+        "replayed": replayed,
+        "duplicates": duplicates,
+        "results": str(output),
+    }
     _emit(
         args,
         summary,
         f"{len(results)} rows: "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
+        + (f" ({replayed} replayed: accepted earlier, nothing new submitted)" if replayed else "")
+        + (f"; {len(duplicates)} duplicate row(s) skipped" if duplicates else "")
         + f"; results in {output}",
     )
     return exit_codes.worst([result.exitCode for result in results])

@@ -29,6 +29,7 @@ RESULT_FIELDS = (
     "status",
     "upgradeId",
     "outcome",
+    "replayed",
     "error",
     "exitCode",
 )
@@ -43,6 +44,7 @@ class RowResult:
     status: str = ""
     upgradeId: str = ""
     outcome: str = ""
+    replayed: bool = False
     error: str = ""
     exitCode: int = 0
 
@@ -53,6 +55,27 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
         if not reader.fieldnames or "customerId" not in reader.fieldnames:
             raise InvalidRequest(f"{path}: the first line must be a header with a customerId column")
         return [(index, row) for index, row in enumerate(reader, start=2)]
+
+
+def distinct_rows(rows: list[tuple[int, dict[str, str]]]) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
+    """Each customer + product family once (the first row wins), and a warning per repeat.
+
+    Two rows for one customer would race for the same request (one `submitted`, one still
+    `submitting`) and report the customer twice."""
+    seen: dict[tuple[str, str], int] = {}
+    kept, warnings = [], []
+    for line, row in rows:
+        customer = (row.get("customerId") or "").strip()
+        family = (row.get("productFamily") or "Azure").strip()
+        key = (customer.lower(), family.lower())
+        if customer and key in seen:
+            warnings.append(
+                f"row {line}: customer {customer} ({family}) is also on row {seen[key]}: processed once, as that row"
+            )
+            continue
+        seen[key] = line
+        kept.append((line, row))
+    return kept, warnings
 
 
 def run_batch(
@@ -69,7 +92,9 @@ def run_batch(
         try:
             target = UpgradeTarget(customer_id_value(result.customerId), product_family_value(result.productFamily))
             key = idempotency_key_hash(f"batch:{target.customer_id}:{target.product_family}")
-            record = accept_and_submit(runtime, target, new_guid(), key, queue=queue).stored.record
+            accepted = accept_and_submit(runtime, target, new_guid(), key, queue=queue)
+            record = accepted.stored.record
+            result.replayed = accepted.replayed
         except UpgradeError as error:
             result.error, result.exitCode = error.detail, exit_codes.for_error(error)
         else:
@@ -85,8 +110,8 @@ def run_batch(
         return list(pool.map(one, rows))
 
 
-def write_results(results: list[RowResult], path: Path) -> None:
-    if path.suffix.lower() == ".json":
+def write_results(results: list[RowResult], path: Path, output_format: str) -> None:
+    if output_format == "json":
         path.write_text(json.dumps([asdict(result) for result in results], indent=2) + "\n", encoding="utf-8")
         return
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -1,4 +1,4 @@
-"""Exit codes, documented in the README: scripts branch on them."""
+"""Exit codes, one table true for every command (README.md shows `TABLE`; a test keeps them equal)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,34 @@ from shared.errors import (
 )
 from shared.upgrade_requests.record import COMPLETE, FAILED, PENDING, REJECTED, SUBMITTED, SUBMITTING
 
-OK = 0  # submitted, complete, eligible, run finished
-UNEXPECTED = 1  # a bug or an unexpected failure (logged with a stack trace)
-USAGE = 2  # bad arguments or input (argparse uses 2 as well)
-REFUSED = 3  # rejected, not eligible, failed
-NOT_YET = 4  # accepted but not submitted yet (throttled, outcome being resolved)
-OPERATOR = 5  # an operator must act: settings, credentials, re-consent, storage unreachable
+OK = 0
+UNEXPECTED = 1
+USAGE = 2
+REFUSED = 3
+NOT_YET = 4
+OPERATOR = 5
+
+TABLE: tuple[tuple[int, str], ...] = (
+    (OK, "done: submitted, complete, eligible, timer run finished"),
+    (UNEXPECTED, "unexpected failure, or Partner Center gave no usable answer (details on stderr)"),
+    (USAGE, "bad arguments or input: not a GUID, unknown option, value out of range, unreadable file"),
+    (
+        REFUSED,
+        "the answer is no: rejected, failed, not eligible (an upgrade already in place included), "
+        "unknown --request-id or --upgrade-id",
+    ),
+    (NOT_YET, "accepted but not submitted yet: queued, throttled, outcome being resolved"),
+    (OPERATOR, "an operator must act: settings, credentials, re-consent, storage unreachable, stale .localrun/env"),
+)
+
+
+def table_text() -> str:
+    """The table for `--help`."""
+    return (
+        "exit codes (every command; a batch exits with the most severe of its rows: 5, 1, 2, 3, 4, 0):\n"
+        + "\n".join(f"  {code}  {meaning}" for code, meaning in TABLE)
+    )
+
 
 BY_STATE = {SUBMITTED: OK, COMPLETE: OK, PENDING: NOT_YET, SUBMITTING: NOT_YET, REJECTED: REFUSED, FAILED: REFUSED}
 SEVERITY = (OPERATOR, UNEXPECTED, USAGE, REFUSED, NOT_YET, OK)  # a batch exits with the first present

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from shared.cli import exit_codes
-from shared.cli.__main__ import main
+from shared.cli.__main__ import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(capsys, *args: str) -> tuple[int, dict | str]:
@@ -126,3 +132,117 @@ def test_batch_needs_a_customer_id_header(app_env, capsys, tmp_path, header):
     source = tmp_path / "bad.csv"
     source.write_text(header)
     assert main(["--settings", "/nonexistent.json", "batch", str(source)]) == exit_codes.USAGE
+
+
+# --- The first-hour report (issue 11): one exit-code table, flags anywhere, batch hygiene. ---
+
+
+def test_json_flag_after_the_subcommand(app_env, sandbox, capsys, customer_id):
+    code = main(["eligibility", "--customer-id", customer_id, "--json", "--settings", "/nonexistent.json"])
+    assert code == exit_codes.OK
+    assert json.loads(capsys.readouterr().out)["isEligible"] is True
+
+
+def test_eligibility_with_an_upgrade_in_place_exits_3(app_env, sandbox, capsys, customer_id):
+    sandbox.customers.set(customer_id, existing_upgrade=True)
+    code, body = run(capsys, "eligibility", "--customer-id", customer_id)
+    assert body["upgradeId"]
+    assert code == exit_codes.REFUSED
+
+
+def test_unknown_request_id_exits_3_saying_so(app_env, capsys):
+    unknown = str(uuid.uuid4())
+    assert main(["--settings", "/nonexistent.json", "status", "--request-id", unknown]) == exit_codes.REFUSED
+    assert f"No upgrade request {unknown}" in capsys.readouterr().err
+
+
+def test_concurrency_out_of_range_states_the_range(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["batch", "x.csv", "--concurrency", "99"])
+    assert exited.value.code == exit_codes.USAGE
+    err = capsys.readouterr().err
+    assert "must be between 1 and 32, got 99" in err
+    assert "choose from" not in err
+
+
+def test_unknown_output_extension_is_refused_before_any_work(app_env, sandbox, capsys, tmp_path, customer_id):
+    source = tmp_path / "customers.csv"
+    source.write_text(f"customerId\n{customer_id}\n")
+    code = main(["--settings", "/nonexistent.json", "batch", str(source), "--output", str(tmp_path / "x.txt")])
+    assert code == exit_codes.USAGE
+    assert ".csv or .json" in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()
+    assert sandbox.calls("partner_center") == []
+
+
+def test_format_flag_overrides_the_extension(app_env, capsys, tmp_path, customer_id):
+    source = tmp_path / "customers.csv"
+    source.write_text(f"customerId\n{customer_id}\n")
+    output = tmp_path / "results.txt"
+    code, _ = run(capsys, "batch", str(source), "--output", str(output), "--format", "json")
+    assert code == exit_codes.OK
+    assert json.loads(output.read_text())[0]["customerId"] == customer_id
+
+
+def test_duplicate_customer_in_a_batch_is_one_row_and_a_warning(app_env, sandbox, capsys, tmp_path, customer_id):
+    source = tmp_path / "customers.csv"
+    source.write_text(f"customerId,productFamily\n{customer_id},Azure\n{customer_id.upper()},azure\n")
+    output = tmp_path / "results.csv"
+    code = main(["--settings", "/nonexistent.json", "batch", str(source), "--output", str(output), "--json"])
+    captured = capsys.readouterr()
+    assert code == exit_codes.OK
+    rows = list(csv.DictReader(output.open()))
+    assert [row["status"] for row in rows] == ["submitted"]
+    assert "row 3" in captured.err and "also on row 2" in captured.err
+    assert json.loads(captured.out)["duplicates"]
+    assert sandbox.submissions(customer_id) == 1
+
+
+def test_a_replay_is_marked(app_env, sandbox, capsys, customer_id):
+    assert main(["--settings", "/nonexistent.json", "upgrade", "--customer-id", customer_id]) == exit_codes.OK
+    assert "replayed" not in capsys.readouterr().out
+    assert main(["--settings", "/nonexistent.json", "upgrade", "--customer-id", customer_id]) == exit_codes.OK
+    assert capsys.readouterr().out.startswith("replayed")
+    code, body = run(capsys, "upgrade", "--customer-id", customer_id)
+    assert body["replayed"] is True
+
+
+def test_stale_local_env_exits_5(app_env, monkeypatch, capsys, customer_id):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monkeypatch.setenv("LOCALRUN_PID", str(dead.pid))
+    assert main(["--settings", "/nonexistent.json", "eligibility", "--customer-id", customer_id]) == exit_codes.OPERATOR
+    assert "no longer running" in capsys.readouterr().err
+
+
+def _readme_exit_codes() -> dict[int, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    return {int(code): meaning.strip() for code, meaning in re.findall(r"^\| `(\d)` \| (.+?) \|$", section, re.M)}
+
+
+def test_one_exit_code_table_in_readme_help_and_code():
+    assert _readme_exit_codes() == dict(exit_codes.TABLE)
+    assert exit_codes.table_text() in build_parser().format_help().replace("\n  ", "\n  ")
+
+
+@pytest.mark.parametrize("code", [row[0] for row in exit_codes.TABLE])
+def test_each_exit_code_row_happens(code, app_env, sandbox, capsys, customer_id, tmp_path):
+    """One real situation per row of the table."""
+    args = ["--settings", "/nonexistent.json"]
+    if code == exit_codes.OK:
+        args += ["upgrade", "--customer-id", customer_id]
+    elif code == exit_codes.UNEXPECTED:
+        sandbox.faults.add("eligibility", "status", count=10, status=500)
+        args += ["eligibility", "--customer-id", customer_id]
+    elif code == exit_codes.USAGE:
+        args += ["upgrade", "--customer-id", "not-a-guid"]
+    elif code == exit_codes.REFUSED:
+        sandbox.customers.set(customer_id, eligible=False, reason="No Azure subscriptions")
+        args += ["upgrade", "--customer-id", customer_id]
+    elif code == exit_codes.NOT_YET:
+        args += ["upgrade", "--customer-id", customer_id, "--queue"]
+    else:
+        sandbox.revoke_refresh_tokens()
+        args += ["eligibility", "--customer-id", customer_id]
+    assert main(args) == code, capsys.readouterr()

@@ -62,7 +62,8 @@ class FunctionHost:
     def shutdown(self) -> None:
         self.timers.stop()
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:  # shutdown() waits for serve_forever: only if it runs
+                self._server.shutdown()
             self._server.server_close()
 
     def authorized(self, auth_level: str, headers: Any, query: dict[str, str], *, admin: bool = False) -> bool:

@@ -63,6 +63,7 @@ def set_customer(args: argparse.Namespace) -> int:
     import requests
 
     saved = _env_file_values(args.env_file)
+    from_file = not (args.url or os.environ.get("SANDBOX_URL")) and bool(saved.get("SANDBOX_URL"))
     url = args.url or os.environ.get("SANDBOX_URL") or saved.get("SANDBOX_URL")
     if not url:
         print(
@@ -70,7 +71,7 @@ def set_customer(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or saved.get("REQUESTS_CA_BUNDLE")
+    ca_bundle = saved.get("REQUESTS_CA_BUNDLE") if from_file else os.environ.get("REQUESTS_CA_BUNDLE")
     body = {"eligible": True} if args.eligible else {"eligible": False, "reason": args.reason}
     try:
         reply = requests.put(

@@ -1,0 +1,263 @@
+"""The local runner's first hour (issue 11): it refuses bad settings at start-up with the whole
+list, a port in use is one line, a second instance never clobbers the first one's state, Azurite
+dies with the runner however it ends, and keys never reach the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from localrun.http_host import FunctionHost
+from localrun.preflight import startup_problems
+from sandbox.azurite import free_port
+
+from .conftest import registered_functions
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "local.settings.example.json"
+REAL = ("KEY_VAULT_URL", "PARTNER_TENANT_ID", "AzureWebJobsStorage", "PORT", "LOCALRUN_PORT")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in REAL and not k.startswith("AzureWebJobsStorage")}
+    return {**env, **extra}
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "localrun", "--no-timers", *args],
+        cwd=ROOT,
+        env=env or clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_ready(process: subprocess.Popen[str], timeout: float = 90) -> str:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops." in line:
+            return "".join(lines)
+    raise AssertionError("no ready banner: " + "".join(lines) + process.stderr.read())
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- settings checked at start-up ---
+
+
+def example_values() -> dict[str, str]:
+    return json.loads(EXAMPLE.read_text())["Values"]
+
+
+def test_unchanged_example_settings_are_refused_with_every_problem(tmp_path):
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(EXAMPLE.read_text())
+    process = start(tmp_path, "--settings", str(settings), "--env-file", str(tmp_path / "env"))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err
+    assert "Traceback" not in err
+    assert "KEY_VAULT_URL is still the placeholder" in err
+    assert "PARTNER_TENANT_ID is still the placeholder" in err
+    assert "AzureWebJobsStorage expects Azurite (table service) at 127.0.0.1:10002" in err
+    assert "embedded defaults" in err  # how to fix
+    assert not (tmp_path / "env").exists()
+
+
+def test_every_settings_problem_is_listed_at_once():
+    values = {**example_values(), "PENDING_CONCURRENCY": "100"}
+    del values["PARTNER_TENANT_ID"]
+    problems = startup_problems(values, EXAMPLE, probe=False)
+    text = "\n".join(problems)
+    assert "PARTNER_TENANT_ID is required" in text
+    assert "PENDING_CONCURRENCY must be between 1 and 32, got 100" in text
+    assert "KEY_VAULT_URL is still the placeholder" in text
+
+
+def test_real_looking_settings_pass_without_probing():
+    values = {
+        **example_values(),
+        "KEY_VAULT_URL": "https://my-vault.vault.azure.net",
+        "PARTNER_TENANT_ID": "contoso.onmicrosoft.com",
+    }
+    assert startup_problems(values, EXAMPLE, probe=False) == []
+
+
+# --- ports, instances, state ---
+
+
+def test_port_in_use_is_one_clear_line_and_starts_nothing(tmp_path):
+    port = free_port()
+    first = start(tmp_path, "--port", str(port), "--env-file", str(tmp_path / "first" / "env"))
+    try:
+        wait_ready(first)
+        env_before = (tmp_path / "first" / "env").read_text()
+        second = start(tmp_path, "--env-file", str(tmp_path / "second" / "env"), env=clean_env(PORT=str(port)))
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2
+        assert err.strip().count("\n") == 0, err
+        assert f"port {port} is already in use" in err and "PORT=" in err and "--port" in err
+        assert children(second.pid) == set()
+        assert (tmp_path / "first" / "env").read_text() == env_before
+    finally:
+        stop(first)
+
+
+def test_a_second_instance_never_clobbers_the_first_ones_state(tmp_path):
+    env_file = tmp_path / ".localrun" / "env"
+    first = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
+    try:
+        wait_ready(first)
+        before = env_file.read_text()
+        second = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in err and "--env-file" in err and "Traceback" not in err
+        assert env_file.read_text() == before
+    finally:
+        stop(first)
+    assert not env_file.exists()  # removed at exit: nothing left pointing at dead ports
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM])
+def test_azurite_dies_with_the_runner_however_it_ends(tmp_path, signum):
+    env_file = tmp_path / "env"
+    runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
+    try:
+        wait_ready(runner)
+        azurite = children(runner.pid)
+        assert azurite, "the runner should have started Azurite"
+        runner.send_signal(signum)
+        runner.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(alive(pid) for pid in azurite):
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in azurite), "Azurite outlived the runner"
+        if signum != signal.SIGKILL:
+            assert not env_file.exists()
+        else:  # the file stays, but says whose it is: the CLI refuses it (test_cli: stale env)
+            assert f"LOCALRUN_PID={runner.pid}" in env_file.read_text()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+
+# --- access log ---
+
+
+def test_access_log_never_shows_keys_or_tokens(app_env, caplog):
+    key, token = "function-key-in-query-123", "eyJhbGciOi.bearer-token-456"
+    host = FunctionHost(list(registered_functions().values()), function_key=key, master_key="master-789")
+    port = host.serve("127.0.0.1", 0)
+    http = requests.Session()
+    http.trust_env = False
+    caplog.set_level(logging.INFO, logger="localrun.http")
+    try:
+        http.get(f"http://127.0.0.1:{port}/api/nothing?code={key}", timeout=10)
+        http.get(
+            f"http://127.0.0.1:{port}/api/product-upgrades/x?customerId=y&code={key}",
+            headers={"Authorization": f"Bearer {token}", "x-functions-key": key},
+            timeout=10,
+        )
+    finally:
+        host.shutdown()
+    access = [r.getMessage() for r in caplog.records if r.name == "localrun.http"]
+    assert len(access) == 2
+    assert all("code=***" in line for line in access), access
+    assert not any(key in line or token in line for line in access), access
+
+
+# --- the sandbox control the tour uses ---
+
+
+def test_sandbox_customer_control_on_a_running_runner(tmp_path):
+    import uuid
+
+    env_file = tmp_path / ".localrun" / "env"
+    runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
+    try:
+        wait_ready(runner)
+        saved = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if line
+        )
+        customer = str(uuid.uuid4())
+
+        def eligibility() -> dict:
+            reply = requests.post(
+                f"{saved['BASE']}/api/product-upgrades/eligibility",
+                json={"customerId": customer},
+                headers={"x-functions-key": saved["KEY"]},
+                timeout=30,
+            )
+            return reply.json()
+
+        assert eligibility()["isEligible"] is True
+        command = [sys.executable, "-m", "sandbox", "customer", customer, "--env-file", str(env_file)]
+        done = subprocess.run([*command, "--ineligible"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "not eligible" in done.stdout
+        assert eligibility()["isEligible"] is False
+        done = subprocess.run([*command, "--eligible"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert eligibility()["isEligible"] is True
+    finally:
+        stop(runner)
+
+
+def test_sandbox_customer_control_without_a_runner_says_what_to_do(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", "customer", "x", "--ineligible", "--env-file", str(tmp_path / "none")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert done.returncode == 2
+    assert "make run" in done.stderr

@@ -203,7 +203,7 @@ def test_a_replay_is_marked(app_env, sandbox, capsys, customer_id):
     assert "replayed" not in capsys.readouterr().out
     assert main(["--settings", "/nonexistent.json", "upgrade", "--customer-id", customer_id]) == exit_codes.OK
     assert capsys.readouterr().out.startswith("replayed")
-    code, body = run(capsys, "upgrade", "--customer-id", customer_id)
+    _, body = run(capsys, "upgrade", "--customer-id", customer_id)
     assert body["replayed"] is True
 
 

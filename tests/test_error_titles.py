@@ -7,8 +7,8 @@ import pytest
 
 from sandbox.azurite import free_port
 from shared import errors
-from shared.webhooks.callback_urls import CallbackUrlRefused
 from shared.runtime import reset_runtime
+from shared.webhooks.callback_urls import CallbackUrlRefused
 
 # class -> (status, slug, words its title must contain, words it must not)
 EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple[str, ...]]] = {

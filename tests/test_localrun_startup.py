@@ -223,9 +223,7 @@ def test_sandbox_customer_control_on_a_running_runner(tmp_path):
     runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
     try:
         wait_ready(runner)
-        saved = dict(
-            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if line
-        )
+        saved = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if line)
         customer = str(uuid.uuid4())
 
         def eligibility() -> dict:

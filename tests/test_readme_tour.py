@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from sandbox.azurite import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECT = "# -> "
+BASH = shutil.which("bash") or "/bin/bash"
 
 
 @dataclass
@@ -144,7 +146,7 @@ def test_the_tour_runs_verbatim(tmp_path):
             script.append(f"{{\n{step.command}\n}} > {shlex.quote(str(outputs / str(index)))} 2>&1")
             script.append(f"echo $? > {shlex.quote(str(outputs / f'{index}.rc'))}")
         done = subprocess.run(
-            ["bash", "-c", "\n".join(script)], cwd=work, env=env, capture_output=True, text=True, timeout=300
+            [BASH, "-c", "\n".join(script)], cwd=work, env=env, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stderr
         for index, step in enumerate(tour):

@@ -23,6 +23,7 @@ from shared.local_settings import apply, load_local_settings
 
 from .embedded import SHARED_ENV, EmbeddedServices, needs_embedded_defaults
 from .instance_state import InstanceState, StateInUse
+from .listener import listen
 from .preflight import EXAMPLE_FILE, expected_services, startup_problems
 
 if TYPE_CHECKING:
@@ -84,15 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 + [f"  - {problem}" for problem in problems]
             )
 
-    import function_app  # imported after settings are in place, as the host does
-
-    from .http_host import FunctionHost
-
-    function_key = os.environ.get("LOCALRUN_FUNCTION_KEY") or secrets.token_urlsafe(24)
-    master_key = os.environ.get("LOCALRUN_MASTER_KEY") or secrets.token_urlsafe(24)
-    host = FunctionHost(function_app.app.get_functions(), function_key=function_key, master_key=master_key)
     try:
-        port = host.bind(args.host, args.port)
+        listener = listen(args.host, args.port)  # first: a port in use starts nothing
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             return _fail(
@@ -102,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         return _fail([f"localrun: cannot listen on {args.host}:{args.port}: {error.strerror}"])
+    port = listener.server_address[1]
 
     state = InstanceState(args.env_file)
     try:
         state.acquire()
     except StateInUse as owner:
-        host.shutdown()
+        listener.server_close()
         return _fail(
             [
                 f"localrun: another runner ({owner}) is using {args.env_file}: stop it first (Ctrl-C in its "
@@ -118,7 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
+    host: FunctionHost | None = None
     try:
+        if services is not None:
+            services.launch()  # Azurite boots while the app is imported
+
+        import function_app  # imported after settings are in place, as the host does
+
+        from .http_host import FunctionHost
+
+        function_key = os.environ.get("LOCALRUN_FUNCTION_KEY") or secrets.token_urlsafe(24)
+        master_key = os.environ.get("LOCALRUN_MASTER_KEY") or secrets.token_urlsafe(24)
+        host = FunctionHost(
+            function_app.app.get_functions(), function_key=function_key, master_key=master_key, listener=listener
+        )
         if services is not None:
             os.environ.update(services.start())
             problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE, probe=False)
@@ -126,13 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                 return _fail(["localrun: the embedded defaults are invalid:"] + [f"  - {p}" for p in problems])
         base = f"http://localhost:{port}"
         exported = {name: os.environ.get(name, "") for name in SHARED_ENV}
-        auth = f"x-functions-key: {function_key}"
         state.write_env(
             {
                 "BASE": base,
                 "KEY": function_key,
                 "MASTER_KEY": master_key,
-                "AUTH": auth,
+                "AUTH": f"x-functions-key: {function_key}",
                 "LOCALRUN_PID": str(os.getpid()),
                 "SANDBOX_URL": services.sandbox.base_url if services is not None else "",
                 **exported,
@@ -146,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait()
         return 0
     finally:
-        host.shutdown()
+        if host is not None:
+            host.shutdown()
+        else:
+            listener.server_close()
         if services is not None:
             services.stop()
         state.release()

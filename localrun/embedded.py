@@ -32,10 +32,16 @@ class EmbeddedServices:
         self.sandbox = Sandbox()
         self.azurite = Azurite()
 
+    def launch(self) -> None:
+        """Start Azurite's process now; `start()` waits for it (the runner imports the app meanwhile)."""
+        self.azurite.launch()
+
     def start(self) -> dict[str, str]:
         """Start both, seed the vault with demo credentials; the settings that point at them."""
-        self.azurite.start()
+        if self.azurite.port == 0:
+            self.azurite.launch()
         self.sandbox.start()
+        self.azurite.wait_ready()
         self.sandbox.seed_partner_credentials()
         return {**self.sandbox.env(), "AzureWebJobsStorage": self.azurite.connection_string}
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
+from .listener import listen
 from .routes import RouteTable
 from .timers import TimerScheduler
 
@@ -34,27 +35,30 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # the host's default request size limit
 class FunctionHost:
     """Routes + keys + timers of one FunctionApp, served on `host:port`."""
 
-    def __init__(self, functions: list[Any], *, function_key: str, master_key: str) -> None:
-        """`functions`: `FunctionApp.get_functions()` (which may be called once per app)."""
+    def __init__(
+        self,
+        functions: list[Any],
+        *,
+        function_key: str,
+        master_key: str,
+        listener: ThreadingHTTPServer | None = None,
+    ) -> None:
+        """`functions`: `FunctionApp.get_functions()` (which may be called once per app);
+        `listener`: a socket bound earlier with `listen` (the runner binds before slow start-up work)."""
         self.routes = RouteTable(functions)
         self.timers = TimerScheduler({f.get_function_name(): f for f in functions})
         self.function_key = function_key
         self.master_key = master_key
-        self._server: ThreadingHTTPServer | None = None
+        self._server = listener
+        if listener is not None:
+            listener.RequestHandlerClass = type("Handler", (_Handler,), {"function_host": self})
         self._thread: threading.Thread | None = None
 
-    def bind(self, host: str, port: int) -> int:
-        """Bind the listening socket (0 picks a free port); OSError (EADDRINUSE) if taken."""
-        handler = type("Handler", (_Handler,), {"function_host": self})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        return self._server.server_address[1]
-
     def serve(self, host: str, port: int) -> int:
-        """Start serving in a background thread (binding first unless `bind` was called); the port."""
+        """Start serving in a background thread (binding first unless given a listener); the port."""
         if self._server is None:
-            self.bind(host, port)
-        assert self._server is not None
+            self._server = listen(host, port)
+            self._server.RequestHandlerClass = type("Handler", (_Handler,), {"function_host": self})
         self._thread = threading.Thread(target=self._server.serve_forever, name="localrun-http", daemon=True)
         self._thread.start()
         return self._server.server_address[1]

@@ -85,6 +85,11 @@ class Azurite:
         )
 
     def start(self, timeout: float = 30.0) -> Azurite:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Azurite:
+        """Start the process and return at once (node takes seconds to boot: do other work, then
+        `wait_ready`)."""
         self.port = free_port()
         self._workdir = tempfile.TemporaryDirectory(prefix="azurite-")
         command = [
@@ -106,6 +111,11 @@ class Azurite:
             env={**os.environ, "NODE_NO_WARNINGS": "1"},
             preexec_fn=parent_death_hook(),
         )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> Azurite:
+        """Block until Azurite listens (RuntimeError with its stderr if it exits or times out)."""
+        assert self._process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -246,3 +247,20 @@ def test_each_exit_code_row_happens(code, app_env, sandbox, capsys, customer_id,
         sandbox.revoke_refresh_tokens()
         args += ["eligibility", "--customer-id", customer_id]
     assert main(args) == code, capsys.readouterr()
+
+
+def test_a_command_registered_by_another_module_gets_the_global_flags(monkeypatch, capsys):
+    import shared.cli.__main__ as cli
+
+    original = cli.build_parser
+
+    def with_extra_command():
+        parser = original()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        extra = commands.add_parser("hello")
+        extra.set_defaults(handler=lambda args: print(json.dumps({"json": args.json, "verbose": args.verbose})) or 0)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", with_extra_command)
+    assert main(["hello", "--json", "-v", "--settings", "/nonexistent.json"]) == exit_codes.OK
+    assert json.loads(capsys.readouterr().out) == {"json": True, "verbose": True}

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("process-pending", help="one timer run now")
     # More commands: one line per module here, e.g. `campaign.register(commands)`; a module's
-    # subparser sets `handler=...` with set_defaults (or adds itself to COMMANDS). Global flags
+    # subparser sets `handler=...` (or `func=...`) with set_defaults, or adds itself to COMMANDS. Global flags
     # need nothing: they are picked out of argv wherever they are.
     return parser
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_local_env_is_live()
         apply(load_local_settings(args.settings))
-        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        handler = getattr(args, "handler", None) or getattr(args, "func", None) or COMMANDS[args.command]
         return int(handler(args))
     except UpgradeError as error:
         _emit(

@@ -45,7 +45,7 @@ class CallbackPolicy:
 
 def callback_retry_delay(attempts: int) -> int:
     """Seconds before the next delivery after `attempts` failed ones: 30, 60, 120 ... capped at an hour."""
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+    return int(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)))
 
 
 def event_body(record: UpgradeRequestRecord) -> str:

@@ -193,6 +193,30 @@ def test_public_address_classification():
         check_callback_url("https://does-not-resolve.invalid/x", allow_private_networks=False)
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://8.8.8.8/hook", "must use https"),
+        ("https://user:pass@8.8.8.8/hook", "no user info"),
+        ("https://user@8.8.8.8/hook", "no user info"),
+        ("https://:pass@8.8.8.8/hook", "no user info"),
+        ("https://8.8.8.8/hook#fragment", "no user info or fragment"),
+        ("https://8.8.8.8:99999/hook", "invalid port"),
+        ("https://8.8.8.8/" + "x" * 2048, "at most 2048"),
+    ],
+)
+def test_callback_url_rules_apply_to_a_public_host_too(url, reason):
+    """A public literal address needs no DNS: each refusal below is for its own rule, not because a
+    name did not resolve (which would hide a broken rule)."""
+    with pytest.raises(CallbackUrlRefused, match=reason):
+        check_callback_url(url, allow_private_networks=False)
+
+
+@pytest.mark.parametrize("url", ["https://8.8.8.8/hook", "https://[2606:4700:4700::1111]:8443/hook?x=1"])
+def test_public_literal_callback_urls_are_allowed(url):
+    assert check_callback_url(url, allow_private_networks=False) == url
+
+
 def test_every_resolved_address_must_be_public(monkeypatch):
     """A host with one public and one private address (DNS rebinding) is refused: all are checked."""
     answers = {

@@ -25,9 +25,10 @@ lint: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 
-# Branch coverage of shared/ is printed at the end; the floor is what the suite reaches (docs/architecture.md).
+# Branch coverage of shared/ (lines + branches, one figure) is printed at the end; the floor is what the
+# suite reached when it was set (91.3% on 2026-11-26), so it cannot quietly drop. See docs/architecture.md.
 test: lint infra-check
-	$(PY) -m pytest -n 2 -q -m "not slow" --cov --cov-report=term-missing:skip-covered --cov-fail-under=COVFLOOR
+	$(PY) -m pytest -n 2 -q -m "not slow" --cov --cov-report=term-missing:skip-covered --cov-fail-under=91
 
 run: setup
 	$(PY) -m localrun

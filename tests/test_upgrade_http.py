@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from shared.errors import CredentialsUnavailable
 from shared.partner_center.key_vault_secrets import build_secret_store
 from shared.runtime import get_runtime
 from shared.settings import load_settings
@@ -128,6 +129,24 @@ def test_secret_cache_expires_after_its_ttl(app_env, sandbox):
     assert store.get("partner-center-app-id") == app_id and reads() == 2
     assert store.get("partner-center-app-id", fresh=True) == app_id and reads() == 3
     assert store.get("partner-center-app-id") == app_id and reads() == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (404, "the secret does not exist"),
+        (403, "the app's identity lacks Key Vault permission"),
+        (400, "Key Vault answered HTTP 400"),
+    ],
+)
+def test_key_vault_failures_are_named_for_the_operator(app_env, sandbox, status, said):
+    store = build_secret_store(app_env["KEY_VAULT_URL"], 60)
+    sandbox.faults.add("key_vault.get_secret", "status", status=status)
+    with pytest.raises(CredentialsUnavailable, match=f"Could not read Key Vault secret 'app-id': {said}"):
+        store.get("app-id")
+    sandbox.faults.add("key_vault.set_secret", "status", status=status)
+    with pytest.raises(CredentialsUnavailable, match=f"Could not write Key Vault secret 'some-secret': {said}"):
+        store.set("some-secret", "value")
 
 
 def test_token_is_reused_while_valid(api: Api, sandbox, customer_id):

@@ -23,9 +23,13 @@ request final or waiting with a reason. Counts are printed (``-rP``) and, with `
 set, written there as JSON.
 
 Bugs this suite found in shared/ (A-F) are fixed; each keeps a minimal `test_bug_*` regression test
-below, and the chaos run still looks for their signatures: if one is seen, the run ends as an
-expected failure naming it (after every other check has passed). Any other 500, exception or hang
-fails the run (a hang with a thread dump).
+below, and the chaos run still looks for their signatures: if one is seen, the run FAILS naming it
+(after every other check has passed): a regression of a fixed bug is a failure, never an expected
+one. Any other 500, exception or hang fails the run (a hang with a thread dump).
+
+Rounds are counted, not timed: the chaos rounds always all run and the quiet rounds go on until
+nothing is active (at most `max_quiet_rounds`), so a loaded CI machine (``-n 4`` on 2 cores) makes
+the run slower, never different. Wall-clock limits only detect hangs.
 """
 
 from __future__ import annotations
@@ -55,7 +59,6 @@ from azure.functions.timer import TimerRequest
 from localrun.timers import call_function
 from sandbox.server import REFRESH_TOKEN_SECRET
 from shared.correlation import CallContext
-from shared.partner_center.client import UPGRADE_EXISTS_CODES
 from shared.runtime import build_runtime, get_runtime
 from shared.settings import load_settings
 from shared.upgrade_requests.processor import ProcessingPolicy, RequestProcessor
@@ -91,6 +94,9 @@ ROUND_SECONDS = 180  # a timer run claims for 10 s; anything far beyond that is 
 POST_STATUSES = {200, 202, 403, 404, 409, 422}  # 409: "being accepted right now, retry" (intake race)
 GET_STATUSES = {200, 202}
 READ_ONLY_STATUSES = {200, 404, 502, 503}  # eligibility / upgrade status: upstream trouble is 502/503
+# Partner Center's "an upgrade already exists" codes (error-codes page), written out here rather than
+# imported from shared/: the check must not inherit a mistake in the table it checks.
+UPGRADE_EXISTS = {"900109", "900110", "900111", "900112", "900113", "900114"}
 
 
 def run_timer() -> None:
@@ -387,7 +393,7 @@ class ChaosRun:
 
     def run(self, *, chaos_rounds: int, max_quiet_rounds: int, rate: float, kill_window: float, budget: float):
         started = time.monotonic()
-        deadline = started + budget
+        deadline = started + budget  # only to report a hung POST phase; rounds below are counted
         with FaultMixer(self.sandbox, seed=self.seed, rate=rate) as mixer:
             stop = threading.Event()
             with thread_pool(2) as pool:
@@ -405,16 +411,14 @@ class ChaosRun:
                 for future in background:
                     result_within(future, 120, "the POST phase's pollers and timers")
             self.timings["posts"] = time.monotonic() - started
-            for _ in range(chaos_rounds):
-                if time.monotonic() > deadline:
-                    break
+            for _ in range(chaos_rounds):  # all of them, however long the POST phase took
                 self.chaos_round(kill_window)
             self.fault_mix_switches = mixer.switches
         self.timings["chaos_rounds"] = time.monotonic() - started - self.timings["posts"]
         drain(self.sandbox)
         quiet_started = time.monotonic()
-        for _ in range(max_quiet_rounds):
-            if not self.active_ids() or time.monotonic() > deadline:
+        for _ in range(max_quiet_rounds):  # counted: until nothing is active, never cut short by the clock
+            if not self.active_ids():
                 break
             self.quiet_round()
         self.timings["quiet_rounds"] = time.monotonic() - quiet_started
@@ -566,7 +570,7 @@ def verdict(run: ChaosRun) -> tuple[dict[str, Any], dict[str, int]]:
     existing_rejected = [  # BUG C: an upgrade in place, answered as a final rejection
         r.request_id
         for r in records
-        if r.state == "rejected" and str((r.error_details or {}).get("code")) in UPGRADE_EXISTS_CODES
+        if r.state == "rejected" and str((r.error_details or {}).get("code")) in UPGRADE_EXISTS
     ]
 
     # 500s and exceptions escaping a timer step: only the known BUG E cause is tolerated (as a signature).
@@ -624,7 +628,7 @@ def verdict(run: ChaosRun) -> tuple[dict[str, Any], dict[str, int]]:
         "seconds": {name: round(value, 1) for name, value in run.timings.items()},
     }
     print("chaos report:", json.dumps(report, indent=1))
-    if os.environ.get("CHAOS_REPORT_DIR"):  # also on disk: pytest shows no output of an xfailed test
+    if os.environ.get("CHAOS_REPORT_DIR"):  # also on disk, for CI artifacts
         target = Path(os.environ["CHAOS_REPORT_DIR"]) / f"chaos-{len(run.plans)}-{run.seed}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(report, indent=1))
@@ -669,11 +673,11 @@ def run_chaos(api, sandbox, exchange, caplog, tmp_path, *, customers, chaos_roun
         exchange.bodies.extend(run.worker_logs)  # the child processes' DEBUG logs are scanned too
     _, bugs = verdict(run)
     if bugs:
-        pytest.xfail("known shared/ bugs seen: " + ", ".join(f"{name}: {count}" for name, count in bugs.items()))
+        pytest.fail("fixed shared/ bugs seen again: " + ", ".join(f"{name}: {count}" for name, count in bugs.items()))
 
 
 def test_chaos_short(chaos_env, api: Api, sandbox, exchange: Exchange, caplog, tmp_path):
-    run_chaos(api, sandbox, exchange, caplog, tmp_path, customers=100, chaos_rounds=3, budget=50, seed=20251125)
+    run_chaos(api, sandbox, exchange, caplog, tmp_path, customers=100, chaos_rounds=3, budget=300, seed=20251125)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from shared.upgrade_requests.timer_run import process_pending
 from .conftest import Api, function
 
 QUEUE = {"Prefer": "respond-async"}
+LEASE = 60  # a crashed worker's lease in the tests below; time "passes" through the processor's clock
 
 
 def run_timer() -> None:
@@ -171,11 +172,23 @@ def test_two_timers_over_200_pending_submit_each_exactly_once(api: Api, sandbox,
     assert {r.state for r in runtime.store.all_records()} == {"submitted"}
 
 
+def after_the_lease(seconds: int = LEASE + 1) -> RequestProcessor:
+    """This instance's processor as it will be `seconds` from now: a timer run once a lease has run out."""
+    runtime = get_runtime()
+    return RequestProcessor(
+        runtime.store, runtime.upgrades, runtime.processor.policy, clock=lambda: utc_now() + timedelta(seconds=seconds)
+    )
+
+
+def run_timer_later(seconds: int = LEASE + 1) -> None:
+    process_pending(after_the_lease(seconds), owner="timer-later", concurrency=2, budget_seconds=30)
+
+
 def test_crash_after_submission_is_recovered_without_double_submit(api: Api, sandbox, customer_id):
     runtime = get_runtime()
     request_id = api.upgrade(customer_id, headers=QUEUE).json()["requestId"]
-    short_lease = RequestProcessor(runtime.store, runtime.upgrades, ProcessingPolicy(lease_seconds=1))
-    claimed = short_lease.claim(runtime.store.get(request_id), "worker-that-crashes")
+    crashing = RequestProcessor(runtime.store, runtime.upgrades, ProcessingPolicy(lease_seconds=LEASE))
+    claimed = crashing.claim(runtime.store.get(request_id), "worker-that-crashes")
     assert claimed is not None and claimed.record.state == "submitting"
     # The worker sent the create, then died before writing the result.
     from shared.correlation import CallContext
@@ -185,10 +198,11 @@ def test_crash_after_submission_is_recovered_without_double_submit(api: Api, san
         UpgradeTarget(customer_id, "Azure"), CallContext(claimed.record.correlation_id, claimed.record.ms_request_id)
     )
     run_timer()
+    run_timer_later(LEASE - 5)
     assert record(request_id).state == "submitting"  # lease not expired yet: nobody touches it
+    assert len(sandbox.calls("partner_center")) == 1
 
-    time.sleep(1.1)
-    run_timer()
+    run_timer_later()
     after = record(request_id)
     assert after.state == "submitted"
     assert after.outcome == "resolved"
@@ -199,10 +213,11 @@ def test_crash_after_submission_is_recovered_without_double_submit(api: Api, san
 def test_crash_before_submission_resends_with_stored_request_id(api: Api, sandbox, customer_id):
     runtime = get_runtime()
     request_id = api.upgrade(customer_id, headers=QUEUE).json()["requestId"]
-    short_lease = RequestProcessor(runtime.store, runtime.upgrades, ProcessingPolicy(lease_seconds=1))
-    short_lease.claim(runtime.store.get(request_id), "worker-that-crashes")
-    time.sleep(1.1)
+    crashing = RequestProcessor(runtime.store, runtime.upgrades, ProcessingPolicy(lease_seconds=LEASE))
+    crashing.claim(runtime.store.get(request_id), "worker-that-crashes")
     run_timer()
+    assert sandbox.calls("partner_center") == []  # leased: nobody touches it yet
+    run_timer_later()
     after = record(request_id)
     assert after.state == "submitted"
     (create,) = sandbox.calls("partner_center", "create_upgrade")
@@ -237,6 +252,31 @@ def test_status_polling_to_failed(api: Api, sandbox, customer_id):
     assert final.state == "failed"
     assert final.last_error
     assert final.error_details
+
+
+def test_throttled_status_poll_waits_for_partner_centers_retry_after(api: Api, sandbox, customer_id):
+    request_id = api.upgrade(customer_id).json()["requestId"]
+    sandbox.faults.add("upgrade_status", "status", status=429, retry_after=3000)
+    make_due(request_id)
+    before = utc_now()
+    run_timer()
+    after = record(request_id)
+    assert (after.state, after.last_error_type) == ("submitted", "upstream-throttled")
+    assert after.next_attempt_at >= before + timedelta(seconds=3000)  # not the 120 s poll interval
+
+
+def test_lock_left_by_a_final_request_does_not_block_a_new_one(api: Api, sandbox, customer_id):
+    """A final request whose lock release never happened (a crash in between) is not the answer to
+    a new request for the customer: the stale lock is removed and a new request accepted."""
+    first = api.upgrade(customer_id, headers=QUEUE).json()["requestId"]
+    store = get_runtime().store
+    stored = store.get(first)
+    store.replace(replace(stored.record, state="rejected", finished_at=utc_now()), stored.etag)
+    assert store.active(customer_id, "Azure").request_id == first
+    second = api.upgrade(customer_id, headers=QUEUE)
+    assert second.status == 202
+    assert second.json()["requestId"] != first
+    assert store.active(customer_id, "Azure").request_id == second.json()["requestId"]
 
 
 def test_get_request_refreshes_a_submitted_upgrade(api: Api, sandbox, customer_id):

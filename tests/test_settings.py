@@ -1,5 +1,7 @@
 """Settings: one place, every problem named, defaults as documented."""
 
+import os
+
 import pytest
 
 from shared.errors import ConfigurationError
@@ -101,3 +103,23 @@ def test_boolean_settings_are_true_or_false(value):
     with pytest.raises(ConfigurationError) as raised:
         load_settings({**MINIMAL, "INBOUND_SIGNATURES_REQUIRED": value})
     assert "INBOUND_SIGNATURES_REQUIRED must be true or false" in raised.value.detail
+
+
+def test_local_settings_values_become_environment_defaults(tmp_path, monkeypatch):
+    """`local.settings.json` as Core Tools reads it (the local runner and CLI run it in their own
+    processes, so it is checked here, in-process)."""
+    from shared.local_settings import apply, load_local_settings
+
+    assert load_local_settings(tmp_path / "missing.json") == {}
+    path = tmp_path / "local.settings.json"
+    path.write_text('{"IsEncrypted": false, "Values": {"PENDING_CONCURRENCY": 3, "STATUS_POLL_SECONDS": "60"}}')
+    values = load_local_settings(path)
+    assert values == {"PENDING_CONCURRENCY": "3", "STATUS_POLL_SECONDS": "60"}
+    monkeypatch.setenv("STATUS_POLL_SECONDS", "90")  # the shell wins over the file
+    monkeypatch.delenv("PENDING_CONCURRENCY", raising=False)
+    apply(values)
+    assert (os.environ["PENDING_CONCURRENCY"], os.environ["STATUS_POLL_SECONDS"]) == ("3", "90")
+    monkeypatch.delenv("PENDING_CONCURRENCY")
+    path.write_text('{"Values": ["not", "an", "object"]}')
+    with pytest.raises(ValueError, match="'Values' must be an object"):
+        load_local_settings(path)

@@ -6,10 +6,13 @@ import time
 
 import pytest
 
+from shared.errors import CredentialsUnavailable
+from shared.partner_center.key_vault_secrets import build_secret_store
 from shared.runtime import get_runtime
 from shared.settings import load_settings
 
 from .conftest import Api
+from .test_requests import make_due, record, run_timer
 
 PROBLEM = "application/problem+json"
 
@@ -100,17 +103,50 @@ def test_request_ids_differ_between_requests(api: Api, sandbox, customer_id):
     assert len(ids) == 2
 
 
-def test_secrets_are_read_once_per_ttl(api: Api, sandbox, monkeypatch, customer_id):
-    monkeypatch.setenv("SECRET_CACHE_SECONDS", "1")
+def test_secrets_are_read_once_per_ttl(api: Api, sandbox, customer_id):
     api.upgrade(customer_id)
     api.upgrade("5d7e2b8a-1c3f-4e6d-9a0b-7c8d9e0f1a2b")
     reads = sandbox.calls("key_vault", "get_secret")
     assert sorted(call.path.split("?")[0].strip("/").split("/")[1] for call in reads) == sorted(
         ["partner-center-app-id", "partner-center-app-secret", "partner-center-refresh-token"]
     )
-    time.sleep(1.1)
-    api.upgrade("6e8f3c9b-2d4a-4f7e-8b1c-9d0e1f2a3b4c")
-    assert len(sandbox.calls("key_vault", "get_secret")) > len(reads)
+
+
+def test_secret_cache_expires_after_its_ttl(app_env, sandbox):
+    """The real SecretClient against the sandbox vault; time passes through the store's clock."""
+    now = [1000.0]
+    store = build_secret_store(app_env["KEY_VAULT_URL"], 60, clock=lambda: now[0])
+    sandbox.reset_calls()
+
+    def reads() -> int:
+        return len(sandbox.calls("key_vault", "get_secret"))
+
+    app_id = store.get("partner-center-app-id")
+    assert app_id == sandbox.app_id and reads() == 1
+    now[0] += 59.9
+    assert store.get("partner-center-app-id") == app_id and reads() == 1
+    now[0] += 0.2
+    assert store.get("partner-center-app-id") == app_id and reads() == 2
+    assert store.get("partner-center-app-id", fresh=True) == app_id and reads() == 3
+    assert store.get("partner-center-app-id") == app_id and reads() == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (404, "the secret does not exist"),
+        (403, "the app's identity lacks Key Vault permission"),
+        (400, "Key Vault answered HTTP 400"),
+    ],
+)
+def test_key_vault_failures_are_named_for_the_operator(app_env, sandbox, status, said):
+    store = build_secret_store(app_env["KEY_VAULT_URL"], 60)
+    sandbox.faults.add("key_vault.get_secret", "status", status=status)
+    with pytest.raises(CredentialsUnavailable, match=f"Could not read Key Vault secret 'app-id': {said}"):
+        store.get("app-id")
+    sandbox.faults.add("key_vault.set_secret", "status", status=status)
+    with pytest.raises(CredentialsUnavailable, match=f"Could not write Key Vault secret 'some-secret': {said}"):
+        store.set("some-secret", "value")
 
 
 def test_token_is_reused_while_valid(api: Api, sandbox, customer_id):
@@ -124,7 +160,10 @@ def test_token_rejected_by_partner_center_is_renewed_once(api: Api, sandbox, cus
     sandbox.expire_access_tokens(delegated_only=True)
     reply = api.upgrade(customer_id)
     assert reply.status == 202
-    assert [call.status for call in pc_calls(sandbox, "create_upgrade")] == [401, 202]
+    creates = pc_calls(sandbox, "create_upgrade")
+    assert [call.status for call in creates] == [401, 202]
+    # A 401 means nothing was done: the resend is the same operation, so the same MS-RequestId.
+    assert creates[0].headers["MS-RequestId"] == creates[1].headers["MS-RequestId"]
     assert len(sandbox.calls("entra", "token")) == 2
     assert sandbox.submissions(customer_id) == 1
     assert sandbox.secrets["partner-center-refresh-token"] == sandbox.issued_refresh_tokens[-1]
@@ -205,6 +244,30 @@ def test_reset_before_processing_resends_with_the_same_request_id(api: Api, sand
     assert len(creates) == 2
     assert creates[0].headers["MS-RequestId"] == creates[1].headers["MS-RequestId"]
     assert sandbox.submissions(customer_id) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_create_answered_5xx_is_ambiguous_and_resolved_before_one_resend(api: Api, sandbox, customer_id, status):
+    sandbox.faults.add("create_upgrade", "status", status=status)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202
+    assert (reply.json()["status"], reply.json()["outcome"]) == ("submitted", "resolved")
+    assert [call.operation for call in pc_calls(sandbox)] == ["create_upgrade", "eligibility", "create_upgrade"]
+    first, resend = pc_calls(sandbox, "create_upgrade")
+    assert (first.status, resend.status) == (status, 202)
+    assert first.headers["MS-RequestId"] == resend.headers["MS-RequestId"]
+    assert sandbox.submissions(customer_id) == 1
+
+
+def test_ambiguous_create_for_a_customer_eligibility_calls_not_eligible_is_not_resent(api: Api, sandbox, customer_id):
+    """Not eligible and no upgrade named: the outcome stays unknown; no second create, no rejection."""
+    sandbox.customers.set(customer_id, eligible=False)
+    sandbox.faults.add("create_upgrade", "reset")
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202, reply.json()
+    body = reply.json()
+    assert (body["status"], body["lastErrorType"]) == ("submitting", "submission-outcome-unknown")
+    assert len(pc_calls(sandbox, "create_upgrade")) == 1
 
 
 def test_customer_with_upgrade_in_place_gets_that_id_not_a_second_create(api: Api, sandbox, customer_id):
@@ -319,9 +382,108 @@ def test_one_call_worst_case_is_well_under_power_automate_limit():
     assert client.worst_case_seconds < 80  # one call; Power Automate gives the whole request 120 s
 
 
-@pytest.mark.parametrize("status", [400, 404])
-def test_partner_center_4xx_on_create_is_mapped_deliberately(api: Api, sandbox, customer_id, status):
+@pytest.mark.parametrize(
+    ("status", "our_status", "problem"),
+    [(400, 422, "partner-center-rejected"), (404, 404, "upstream-not-found")],
+)
+def test_partner_center_4xx_on_create_is_mapped_deliberately(api, sandbox, customer_id, status, our_status, problem):
     sandbox.faults.add("create_upgrade", "status", status=status)
     reply = api.upgrade(customer_id)
-    assert reply.status in (404, 422)
+    assert reply.status == our_status
+    assert reply.json()["type"] == f"urn:product-upgrades:problem:{problem}"
     assert reply.json()["partnerCenterStatus"] == status
+    assert record(reply.json()["requestId"]).state == "rejected"
+
+
+# --- refusals whose eligibility fallback fails too: the error code alone must decide ------------
+
+
+@pytest.mark.parametrize("code", [900109, 900110, 900111, 900112, 900113, 900114])
+def test_upgrade_exists_code_on_a_400_is_never_a_final_rejection(api: Api, sandbox, customer_id, code):
+    """Partner Center says an upgrade exists (with a 400, not a 409) and eligibility, which would
+    name it, fails: the request must wait and look again, not be rejected (the customer may be
+    upgraded already)."""
+    sandbox.faults.add("create_upgrade", "status", status=400, code=code, description="upgrade exists")
+    sandbox.faults.add("eligibility", "status", status=500)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202, reply.json()
+    body = reply.json()
+    assert (body["status"], body["lastErrorType"]) == ("pending", "upstream-error")
+    assert "upgrade in place" in body["lastError"]
+
+
+def test_completed_upgrade_in_place_is_found_later_when_eligibility_fails_first(api: Api, sandbox, customer_id):
+    sandbox.customers.set(customer_id, existing_upgrade=True)  # create answers 400/900110
+    sandbox.faults.add("eligibility", "status", status=500)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202, reply.json()
+    (create,) = pc_calls(sandbox, "create_upgrade")
+    assert create.status == 400
+    request_id = reply.json()["requestId"]
+    assert record(request_id).state == "pending"
+    make_due(request_id)
+    run_timer()
+    after = record(request_id)
+    assert (after.state, after.outcome) == ("submitted", "existing")
+    assert after.upgrade_id == sandbox.upgrade_ids(customer_id)[0]
+    assert sandbox.submissions(customer_id) == 0
+
+
+@pytest.mark.parametrize("code", [900105, 900107, 900108, 900119, 900120, 900130])
+def test_not_eligible_code_is_not_eligible_even_when_eligibility_fails(api: Api, sandbox, customer_id, code):
+    sandbox.faults.add("create_upgrade", "status", status=400, code=code, description="not eligible")
+    sandbox.faults.add("eligibility", "status", status=500)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 422
+    problem = reply.json()
+    assert problem["type"] == "urn:product-upgrades:problem:not-eligible"
+    assert problem["partnerCenterErrorCode"] == str(code)
+
+
+def test_documented_no_subscription_refusal_403_900108_is_not_eligible_without_eligibility(
+    api: Api, sandbox, customer_id
+):
+    sandbox.customers.set(customer_id, eligible=False)  # create answers 403/900108
+    sandbox.faults.add("eligibility", "status", status=500)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 422  # not 403 "access denied": 900108 says what is wrong
+    assert reply.json()["type"] == "urn:product-upgrades:problem:not-eligible"
+    assert record(reply.json()["requestId"]).last_error_type == "not-eligible"
+
+
+# --- the inline Retry-After budget, at its edge ----------------------------------------------
+
+
+def test_retry_after_one_second_past_the_inline_maximum_is_not_waited(api: Api, sandbox, customer_id):
+    maximum = load_settings().partner_center_max_retry_after_seconds  # 2 in the tests' settings
+    sandbox.faults.add("create_upgrade", "status", status=429, retry_after=maximum + 1)
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202
+    body = reply.json()
+    assert (body["status"], body["lastErrorType"]) == ("pending", "upstream-throttled")
+    assert int(reply.headers["retry-after"]) >= maximum + 1
+    assert [call.status for call in pc_calls(sandbox, "create_upgrade")] == [429]
+
+
+def test_retry_after_at_the_inline_maximum_is_waited_and_resent(api: Api, sandbox, customer_id):
+    maximum = load_settings().partner_center_max_retry_after_seconds
+    sandbox.faults.add("eligibility", "status", status=503, retry_after=maximum)
+    assert api.eligibility(customer_id).status == 200
+    assert [call.status for call in pc_calls(sandbox, "eligibility")] == [503, 200]
+
+
+def test_eligibility_retry_after_past_the_inline_maximum_is_handed_back(api: Api, sandbox, customer_id):
+    maximum = load_settings().partner_center_max_retry_after_seconds
+    sandbox.faults.add("eligibility", "status", status=503, retry_after=maximum + 1)
+    reply = api.eligibility(customer_id)
+    assert reply.status == 503
+    assert reply.headers["retry-after"] == str(maximum + 1)
+    assert len(pc_calls(sandbox, "eligibility")) == 1
+
+
+def test_eligibility_refused_token_is_resent_once_with_the_same_request_id(api: Api, sandbox, customer_id):
+    sandbox.faults.add("eligibility", "status", status=401)
+    assert api.eligibility(customer_id).status == 200
+    calls = pc_calls(sandbox, "eligibility")
+    assert [call.status for call in calls] == [401, 200]
+    assert calls[0].headers["MS-RequestId"] == calls[1].headers["MS-RequestId"]

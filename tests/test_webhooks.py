@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -130,6 +131,9 @@ def test_subscribe_to_a_final_request_delivers_now_and_unsubscribe_stops_deliver
         "https://169.254.169.254/metadata",  # cloud metadata endpoint
         "https://[::1]/hook",
         "https://[::ffff:127.0.0.1]/hook",
+        "https://[::ffff:100.64.0.1]/hook",  # IPv4-mapped shared address space (carrier-grade NAT)
+        "https://[::ffff:224.0.0.1]/hook",  # IPv4-mapped multicast
+        "https://[::ffff:169.254.169.254]/metadata",  # IPv4-mapped cloud metadata endpoint
         "https://user:pass@hooks.example.com/x",
         "ftp://hooks.example.com/x",
         "https:///nohost",
@@ -162,6 +166,7 @@ def test_delivery_rechecks_the_url_and_never_sends_to_loopback(api: Api, sandbox
 def test_public_address_classification():
     assert is_public("8.8.8.8")
     assert is_public("2606:4700:4700::1111")
+    assert is_public("::ffff:8.8.8.8")  # IPv4-mapped: judged as the IPv4 address it carries
     for address in (
         "127.0.0.1",
         "10.0.0.1",
@@ -175,10 +180,60 @@ def test_public_address_classification():
         "224.0.0.1",
         "100.64.0.1",
         "::ffff:10.0.0.1",
+        # IPv4-mapped addresses that Python's IPv6 rules alone call global: only the unwrap to the
+        # IPv4 address refuses them (shared address space, multicast, link-local, loopback).
+        "::ffff:100.64.0.1",
+        "::ffff:224.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:127.0.0.1",
+        "::ffff:0.0.0.0",
     ):
         assert not is_public(address), address
     with pytest.raises(CallbackUrlRefused):
         check_callback_url("https://does-not-resolve.invalid/x", allow_private_networks=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://8.8.8.8/hook", "must use https"),
+        ("https://user:pass@8.8.8.8/hook", "no user info"),
+        ("https://user@8.8.8.8/hook", "no user info"),
+        ("https://:pass@8.8.8.8/hook", "no user info"),
+        ("https://8.8.8.8/hook#fragment", "no user info or fragment"),
+        ("https://8.8.8.8:99999/hook", "invalid port"),
+        ("https://8.8.8.8/" + "x" * 2048, "at most 2048"),
+    ],
+)
+def test_callback_url_rules_apply_to_a_public_host_too(url, reason):
+    """A public literal address needs no DNS: each refusal below is for its own rule, not because a
+    name did not resolve (which would hide a broken rule)."""
+    with pytest.raises(CallbackUrlRefused, match=reason):
+        check_callback_url(url, allow_private_networks=False)
+
+
+@pytest.mark.parametrize("url", ["https://8.8.8.8/hook", "https://[2606:4700:4700::1111]:8443/hook?x=1"])
+def test_public_literal_callback_urls_are_allowed(url):
+    assert check_callback_url(url, allow_private_networks=False) == url
+
+
+def test_every_resolved_address_must_be_public(monkeypatch):
+    """A host with one public and one private address (DNS rebinding) is refused: all are checked."""
+    answers = {
+        "mixed.example.com": ["8.8.8.8", "10.0.0.1"],
+        "mixed6.example.com": ["2606:4700:4700::1111", "::ffff:100.64.0.1"],
+        "public.example.com": ["8.8.8.8", "2606:4700:4700::1111"],
+    }
+
+    def getaddrinfo(host, port, *args, **kwargs):  # the resolver is the network edge
+        family = {True: socket.AF_INET6, False: socket.AF_INET}
+        return [(family[":" in a], socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for host in ("mixed.example.com", "mixed6.example.com"):
+        with pytest.raises(CallbackUrlRefused):
+            check_callback_url(f"https://{host}/hook", allow_private_networks=False)
+    assert check_callback_url("https://public.example.com/hook", allow_private_networks=False)
 
 
 # --- signed inbound webhooks ---

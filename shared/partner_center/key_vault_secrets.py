@@ -100,7 +100,7 @@ def _describe(error: Exception) -> str:
     return f"Key Vault answered HTTP {status}" if status else type(error).__name__
 
 
-def build_secret_store(vault_url: str, ttl_seconds: float) -> SecretStore:
+def build_secret_store(vault_url: str, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> SecretStore:
     """A store backed by the real `SecretClient` authenticated with `DefaultAzureCredential`.
 
     In Azure that resolves to the function app's managed identity (`AZURE_CLIENT_ID` selects a
@@ -110,4 +110,4 @@ def build_secret_store(vault_url: str, ttl_seconds: float) -> SecretStore:
     from azure.keyvault.secrets import SecretClient
 
     credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
-    return SecretStore(SecretClient(vault_url=vault_url, credential=credential), ttl_seconds)
+    return SecretStore(SecretClient(vault_url=vault_url, credential=credential), ttl_seconds, clock)

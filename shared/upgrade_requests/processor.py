@@ -10,8 +10,9 @@ resolution (eligibility, then the same MS-RequestId) keeps that from doubling an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from shared.correlation import CallContext
@@ -80,11 +81,14 @@ class RequestProcessor:
         upgrades: UpgradeService,
         policy: ProcessingPolicy,
         callbacks: CallbackDelivery | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self._upgrades = upgrades
         self.policy = policy
         self.callbacks = callbacks
+        # "Now" for leases and for what is due: tests pass a later clock instead of sleeping out a lease.
+        self.clock = clock
 
     def deliver_callback(self, stored: Stored) -> Stored:
         """Claim the callback (push its next attempt past a lease), send it, record the result."""
@@ -105,7 +109,7 @@ class RequestProcessor:
 
     def claim(self, stored: Stored, owner: str) -> Stored | None:
         """Take the record under a lease (pending becomes submitting); None if someone else did."""
-        record = stored.record.leased(owner, self.policy.lease_seconds)
+        record = stored.record.leased(owner, self.policy.lease_seconds, now=self.clock())
         if record.state == PENDING:
             record = record.evolve(state=SUBMITTING)
         try:

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared.upgrade_requests.processor import RequestProcessor
-from shared.upgrade_requests.record import utc_now
 from shared.upgrade_requests.store import Stored
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def process_pending(
     report = RunReport()
     gate = _ThrottleGate()
     lock = threading.Lock()
-    due = processor.store.due(utc_now(), MAX_REQUESTS_PER_RUN)
+    due = processor.store.due(processor.clock(), MAX_REQUESTS_PER_RUN)
     report.due = len(due)
 
     def work(stored: Stored) -> None:
@@ -105,7 +104,7 @@ def process_pending(
         with lock:
             report.outcomes[result.state] += 1
 
-    callbacks = processor.store.due_callbacks(utc_now(), MAX_REQUESTS_PER_RUN)
+    callbacks = processor.store.due_callbacks(processor.clock(), MAX_REQUESTS_PER_RUN)
 
     def deliver(stored: Stored) -> None:
         if time.monotonic() >= deadline:

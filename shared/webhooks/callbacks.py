@@ -43,6 +43,11 @@ class CallbackPolicy:
     max_attempts: int
 
 
+def callback_retry_delay(attempts: int) -> int:
+    """Seconds before the next delivery after `attempts` failed ones: 30, 60, 120 ... capped at an hour."""
+    return int(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)))
+
+
 def event_body(record: UpgradeRequestRecord) -> str:
     return json.dumps(
         {
@@ -101,7 +106,7 @@ class CallbackSender:
             )
         if attempts >= self.policy.max_attempts:
             return self._finish(record, attempts, CALLBACK_FAILED, f"gave up after {attempts} attempts: {outcome}")
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+        delay = callback_retry_delay(attempts)
         log.warning("callback.retry_later request_id=%s attempts=%s reason=%s", record.request_id, attempts, outcome)
         return record.evolve(
             callback_attempts=attempts,

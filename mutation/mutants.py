@@ -1,0 +1,264 @@
+"""Hand-made mutants of the modules that carry the exactly-once and SSRF rules.
+
+Each is a small, realistic bug (the kind a refactor or a hurried fix introduces): the file, the
+exact original snippet (it must occur exactly once, so a mutant never silently stops applying
+after the code changes: the runner reports it as "stale" and the slow test fails), its
+replacement, the rule it breaks, and the tests that must catch it. Mutants 1-5 are the five an
+outside mutation run found that the suite let through (issue 13).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HTTP = "tests/test_upgrade_http.py"
+REQUESTS = "tests/test_requests.py"
+WEBHOOKS = "tests/test_webhooks.py"
+TABLES = "tests/test_behaviour_tables.py"
+BUG_TESTS = (
+    "tests/test_chaos.py::test_bug_a_unresolved_ambiguous_create_is_never_resent_blind",
+    "tests/test_chaos.py::test_bug_b_request_is_not_failed_while_its_upgrade_exists",
+    "tests/test_chaos.py::test_bug_c_upgrade_in_place_is_not_rejected_on_a_transient_eligibility_error",
+)
+
+CLIENT = "shared/partner_center/client.py"
+EXACTLY_ONCE = "shared/partner_center/exactly_once.py"
+RETRY_POLICY = "shared/partner_center/retry_policy.py"
+PROCESSOR = "shared/upgrade_requests/processor.py"
+INTAKE = "shared/upgrade_requests/intake.py"
+CALLBACK_URLS = "shared/webhooks/callback_urls.py"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    original: str
+    replacement: str
+    rule: str
+    tests: tuple[str, ...]
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- the five the outside run found -----------------------------------------------------
+    Mutant(
+        "upgrade-exists-code-dropped",
+        CLIENT,
+        "if code in UPGRADE_EXISTS_CODES or status == 409:",
+        "if status == 409:",
+        "an 'upgrade exists' code on a 400 (900110 completed) is a conflict to resolve, not a final rejection",
+        (TABLES, HTTP, *BUG_TESTS),
+    ),
+    Mutant(
+        "900108-not-a-not-eligible-code",
+        CLIENT,
+        '"900105", "900107", "900108", "900119"',
+        '"900105", "900107", "900119"',
+        "403/900108 (no Azure subscription) means not eligible, not access denied",
+        (TABLES, HTTP),
+    ),
+    Mutant(
+        "ipv4-mapped-unwrap-deleted",
+        CALLBACK_URLS,
+        "    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:\n        ip = ip.ipv4_mapped\n",
+        "",
+        "::ffff:100.64.0.1 and ::ffff:224.0.0.1 are judged as the IPv4 addresses they carry",
+        (WEBHOOKS,),
+    ),
+    Mutant(
+        "inline-retry-after-threshold-x10",
+        RETRY_POLICY,
+        "> self.retry_after_max:",
+        "> self.retry_after_max * 10:",
+        "a Retry-After past the inline maximum is handed back at once, not waited for",
+        (TABLES, HTTP),
+    ),
+    Mutant(
+        "fresh-request-id-on-401-resend",
+        CLIENT,
+        "response = self._send(path, body, context, self._access_token(force_refresh=True))",
+        "response = self._send(path, body, context.next_operation(), self._access_token(force_refresh=True))",
+        "the resend after a 401 is the same operation: same MS-RequestId",
+        (HTTP,),
+    ),
+    # --- Partner Center client: what is ambiguous, what is final ------------------------------
+    Mutant(
+        "504-not-ambiguous",
+        CLIENT,
+        "if response.status_code in (500, 502, 504):",
+        "if response.status_code in (500, 502):",
+        "a 504 on create may have created the upgrade: resolve before any resend",
+        (HTTP,),
+    ),
+    Mutant(
+        "every-connection-error-never-sent",
+        CLIENT,
+        "return isinstance(error, requests.ConnectionError) and isinstance(reason, "
+        "(NewConnectionError, ConnectTimeoutError))",
+        "return isinstance(error, requests.ConnectionError)",
+        "a reset after sending is ambiguous, not 'Partner Center saw nothing'",
+        (HTTP,),
+    ),
+    Mutant(
+        "throttling-after-codes",
+        CLIENT,
+        "    if status in (429, 503):\n        retry_after = _retry_after_seconds(response)",
+        "    if status in (429,):\n        retry_after = _retry_after_seconds(response)",
+        "503 is throttling (retry later with its Retry-After), not an upstream failure",
+        (TABLES, HTTP),
+    ),
+    # --- exactly-once rules -------------------------------------------------------------------
+    Mutant(
+        "resend-with-fresh-request-id",
+        EXACTLY_ONCE,
+        "        try:  # same context, same MS-RequestId: Partner Center deduplicates it\n"
+        "            upgrade_id = self._pc.create_upgrade(target.customer_id, target.product_family, context)",
+        "        try:  # same context, same MS-RequestId: Partner Center deduplicates it\n"
+        "            upgrade_id = self._pc.create_upgrade(\n"
+        "                target.customer_id, target.product_family, context.next_operation()\n"
+        "            )",
+        "the resend after an ambiguous create carries the first call's MS-RequestId",
+        (HTTP,),
+    ),
+    Mutant(
+        "resend-when-not-eligible",
+        EXACTLY_ONCE,
+        "        if not eligibility.is_eligible:\n            raise unknown\n",
+        "",
+        "after an ambiguous create, 'not eligible' without an upgrade id is unknown: no resend",
+        (HTTP,),
+    ),
+    Mutant(
+        "in-place-upgrade-needs-eligible",
+        EXACTLY_ONCE,
+        "        if eligibility.upgrade_id:\n"
+        '            self._log_submitted(target, context, eligibility.upgrade_id, "resolved")',
+        "        if eligibility.upgrade_id and eligibility.is_eligible:\n"
+        '            self._log_submitted(target, context, eligibility.upgrade_id, "resolved")',
+        "an upgrade id in eligibility resolves an ambiguous create, whatever isEligible says",
+        (HTTP,),
+    ),
+    Mutant(
+        "conflict-without-id-is-final",
+        EXACTLY_ONCE,
+        "            if isinstance(refusal, UpstreamConflict):",
+        "            if isinstance(refusal, UpstreamError):",
+        "an upgrade in place whose id could not be read is retried later, never rejected",
+        (HTTP, *BUG_TESTS),
+    ),
+    Mutant(
+        "final-state-case-sensitive",
+        EXACTLY_ONCE,
+        'value = (upgrade_status or "").strip().casefold()',
+        'value = (upgrade_status or "").strip()',
+        "Partner Center's 'Completed' is final",
+        (TABLES, REQUESTS),
+    ),
+    Mutant(
+        "cancelled-not-final",
+        EXACTLY_ONCE,
+        'FAILURE_STATUSES = frozenset({"failed", "failure", "cancelled", "canceled", "error"})',
+        'FAILURE_STATUSES = frozenset({"failed", "failure", "error"})',
+        "a cancelled upgrade is final (failed): polling it forever holds the customer's lock",
+        (TABLES,),
+    ),
+    # --- the processor ------------------------------------------------------------------------
+    Mutant(
+        "claim-leaves-pending",
+        PROCESSOR,
+        "        if record.state == PENDING:\n            record = record.evolve(state=SUBMITTING)\n",
+        "",
+        "a claimed request is 'submitting': a crash after the create is resolved, not resent blind",
+        (REQUESTS,),
+    ),
+    Mutant(
+        "submitting-gives-up",
+        PROCESSOR,
+        "if attempts >= self.policy.max_attempts and state != SUBMITTING:",
+        "if attempts >= self.policy.max_attempts:",
+        "a request whose create may have landed is never failed (bug B)",
+        (REQUESTS, *BUG_TESTS),
+    ),
+    Mutant(
+        "unknown-outcome-back-to-pending",
+        PROCESSOR,
+        "            return self._retry_later(record, error, attempts, SUBMITTING)",
+        "            return self._retry_later(record, error, attempts, PENDING)",
+        "an unknown create outcome stays 'submitting' so the next worker resolves first (bug A)",
+        (HTTP, *BUG_TESTS),
+    ),
+    Mutant(
+        "throttled-poll-ignores-retry-after",
+        PROCESSOR,
+        "        delay = max(self.policy.poll_interval_seconds, error.retry_after or 0)",
+        "        delay = self.policy.poll_interval_seconds",
+        "a throttled status poll waits as long as Partner Center asked",
+        (REQUESTS,),
+    ),
+    Mutant(
+        "final-keeps-the-lock",
+        PROCESSOR,
+        "            self.store.release_active(record.customer_id, record.product_family, record.request_id)\n",
+        "",
+        "a final request releases the customer's lock",
+        (REQUESTS,),
+    ),
+    # --- intake -------------------------------------------------------------------------------
+    Mutant(
+        "idempotency-key-ignores-body",
+        INTAKE,
+        "        if pointer.fingerprint != fingerprint:",
+        "        if pointer.fingerprint != fingerprint and False:",
+        "an Idempotency-Key replayed with another body is refused (422)",
+        (REQUESTS,),
+    ),
+    Mutant(
+        "final-holder-keeps-lock",
+        INTAKE,
+        "        if holder is not None and not holder.record.is_final:",
+        "        if holder is not None:",
+        "a lock left by a final request is stale: a new request is accepted",
+        (REQUESTS,),
+    ),
+    Mutant(
+        "inline-request-stored-pending",
+        INTAKE,
+        "                state=PENDING if queue else SUBMITTING,",
+        "                state=PENDING,",
+        "an inline request is stored 'submitting' under a lease before the create is sent",
+        (REQUESTS, HTTP),
+    ),
+    # --- the SSRF guard -----------------------------------------------------------------------
+    Mutant(
+        "multicast-allowed",
+        CALLBACK_URLS,
+        "    return ip.is_global and not ip.is_multicast",
+        "    return ip.is_global",
+        "multicast addresses never receive callbacks",
+        (WEBHOOKS,),
+    ),
+    Mutant(
+        "first-address-only",
+        CALLBACK_URLS,
+        "        for address in resolve(parts.hostname, port):",
+        "        for address in resolve(parts.hostname, port)[:1]:",
+        "every address a host resolves to must be public (DNS rebinding)",
+        (WEBHOOKS,),
+    ),
+    Mutant(
+        "http-allowed-in-production",
+        CALLBACK_URLS,
+        'allowed_schemes = ("https", "http") if allow_private_networks else ("https",)',
+        'allowed_schemes = ("https", "http")',
+        "callbacks use https unless private networks are allowed (local development)",
+        (WEBHOOKS,),
+    ),
+    Mutant(
+        "user-info-allowed",
+        CALLBACK_URLS,
+        "if not parts.hostname or parts.username or parts.password or parts.fragment:",
+        "if not parts.hostname or parts.fragment:",
+        "no credentials in a callback URL",
+        (WEBHOOKS,),
+    ),
+)

@@ -22,7 +22,8 @@ time left; one more connect attempt. The whole call, retries included, is held t
 `PartnerCenterClient.worst_case_seconds` and the deadline.
 
 Every call except a Table Storage write leaves a *reserve* (`RESERVE_SECONDS`, at most 30 % of
-the deadline) untouched, so that when the other services hang there is still time to store the
+the deadline) untouched, and every call leaves `ANSWER_MARGIN_SECONDS` (at most 10 %) to build and
+send the answer, so that when the other services hang there is still time to store the
 request's durable state and answer with it (`202` + `Retry-After`, state `pending` or
 `submitting`). A call with too little time left is not started: `DeadlineExceeded` (503 +
 Retry-After; the stored request is unaffected).
@@ -57,6 +58,8 @@ CALLBACK_SECONDS = 10.0
 AZURE_RETRY_TOTAL = 1  # azure-core's default is 3 retries of up to 300 s each
 RESERVE_SECONDS = 10.0  # kept back for the final durable writes of an answer
 RESERVE_SHARE = 0.3
+ANSWER_MARGIN_SECONDS = 1.0  # kept back from every call, final writes too: to build the answer
+ANSWER_MARGIN_SHARE = 0.1
 MIN_CALL_SECONDS = 0.2  # less than this left: do not start the call
 DEADLINE_RETRY_AFTER_SECONDS = 30
 LEASE_MARGIN_SECONDS = 10  # a claim's own deadline ends this long before its lease
@@ -70,7 +73,8 @@ PARTNER_CENTER_CONNECT_ATTEMPTS = 1
 @dataclass(frozen=True)
 class _Budget:
     ends_at: float
-    reserve: float
+    reserve: float  # kept back from every call but the final writes
+    margin: float  # kept back from every call: the time to build and send the answer
 
 
 _current: ContextVar[_Budget | None] = ContextVar("deadline", default=None)
@@ -80,11 +84,16 @@ _current: ContextVar[_Budget | None] = ContextVar("deadline", default=None)
 def deadline(seconds: float) -> Iterator[None]:
     """Everything called inside (on this thread, or on threads run in a copy of this context)
     finishes within `seconds`; nested deadlines only ever shorten it."""
-    ends_at = time.monotonic() + seconds
+    now = time.monotonic()
+    ends_at = now + seconds
+    reserve = min(RESERVE_SECONDS, RESERVE_SHARE * seconds)
+    margin = min(ANSWER_MARGIN_SECONDS, ANSWER_MARGIN_SHARE * seconds)
     outer = _current.get()
-    if outer is not None and outer.ends_at < ends_at:
-        ends_at = outer.ends_at
-    token = _current.set(_Budget(ends_at, min(RESERVE_SECONDS, RESERVE_SHARE * seconds)))
+    if outer is not None:
+        ends_at = min(ends_at, outer.ends_at)
+        reserve = min(reserve, outer.reserve)
+        margin = max(margin, outer.margin) if outer.ends_at <= ends_at else margin
+    token = _current.set(_Budget(ends_at, reserve, margin))
     try:
         yield
     finally:
@@ -103,7 +112,7 @@ def call_seconds(cap: float, *, final_write: bool = False) -> float:
     budget = _current.get()
     if budget is None:
         return cap
-    left = budget.ends_at - time.monotonic() - (0.0 if final_write else budget.reserve)
+    left = _usable(budget, final_write)
     if left < MIN_CALL_SECONDS:
         raise DeadlineExceeded(
             "No time was left within the answer's deadline for this step", retry_after=DEADLINE_RETRY_AFTER_SECONDS
@@ -116,8 +125,12 @@ def expired(*, final_write: bool = False) -> bool:
     budget = _current.get()
     if budget is None:
         return False
-    left = budget.ends_at - time.monotonic() - (0.0 if final_write else budget.reserve)
-    return left < MIN_CALL_SECONDS
+    return _usable(budget, final_write) < MIN_CALL_SECONDS
+
+
+def _usable(budget: _Budget, final_write: bool) -> float:
+    kept = budget.margin if final_write else max(budget.reserve, budget.margin)
+    return budget.ends_at - time.monotonic() - kept
 
 
 def claim_chain_seconds(partner_center_read_seconds: float, max_retry_after_seconds: float) -> float:

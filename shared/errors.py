@@ -144,6 +144,9 @@ class DeadlineExceeded(UpstreamError):
     slug = "deadline-exceeded"
     title = "The answer's deadline ran out before this step; retry later"
 
+    def __init__(self, detail: str, *, retry_after: int | None = 30, extensions: dict[str, Any] | None = None) -> None:
+        super().__init__(detail, retry_after=retry_after, extensions=extensions)
+
 
 class SubmissionOutcomeUnknown(UpstreamError):
     """The create call may or may not have reached Partner Center and it could not be resolved.

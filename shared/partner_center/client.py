@@ -199,7 +199,7 @@ class PartnerCenterClient:
             return self._access_token(force_refresh=True) if force_refresh else self._access_token()
         except CredentialsUnavailable:
             if expired():
-                raise DeadlineExceeded("No App+User token could be had within the deadline", retry_after=30) from None
+                raise DeadlineExceeded("No App+User token could be had within the deadline") from None
             raise
 
     def _send(self, path: str, body: str, context: CallContext, token: str) -> requests.Response:

@@ -67,7 +67,7 @@ class SecretStore:
         fetch = self._fetch_lock(name)
         left = remaining()
         if not fetch.acquire(timeout=-1 if left is None else max(0.0, left)):
-            raise DeadlineExceeded(f"Key Vault secret '{name}' is still being read", retry_after=30)
+            raise DeadlineExceeded(f"Key Vault secret '{name}' is still being read")
         try:
             # Read by another caller while we waited (for `fresh`: read after we asked)?
             value = self._cached(name, requested_at if fresh else requested_at - self._ttl)

@@ -229,7 +229,7 @@ def _storage_error(error: Exception) -> UpstreamError:
         return error
     if expired(final_write=True):
         log.error("storage.error reason=deadline")
-        return DeadlineExceeded("The request store did not answer within the deadline", retry_after=30)
+        return DeadlineExceeded("The request store did not answer within the deadline")
     if isinstance(error, ClientAuthenticationError):
         reason = "the app's identity could not authenticate to storage"
     elif isinstance(error, HttpResponseError) and error.status_code == 403:

@@ -238,3 +238,68 @@ def test_a_trickling_receiver_cannot_hold_put_callback_past_the_deadline(api: Ap
     assert reply.status == 200
     assert elapsed < 5.0, f"PUT .../callback took {elapsed:.1f} s with HTTP_DEADLINE_SECONDS=5"
     assert reply.json()["callback"]["state"] == "pending"  # delivery left for the timer to retry
+
+
+class TlsReceiver:
+    """An HTTPS receiver on 127.0.0.1 with a certificate for `cert_name` (from its own CA): records
+    the SNI name and Host header of each delivery."""
+
+    def __init__(self, cert_name: str) -> None:
+        import ssl
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import trustme
+
+        self.ca = trustme.CA()
+        self.server_names: list[str | None] = []
+        self.hosts: list[str | None] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.hosts.append(self.headers.get("Host"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert(cert_name).configure_cert(context)
+        context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)  # type: ignore[assignment, func-returns-value]
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize("cert_name", ["hooks.pinned.test", "someone-else.test"])
+def test_delivery_goes_to_the_checked_address_with_the_name_for_tls_and_host(monkeypatch, tmp_path, cert_name: str):
+    import requests.adapters
+
+    receiver = TlsReceiver(cert_name)
+    try:
+        bundle = tmp_path / "ca.pem"
+        receiver.ca.cert_pem.write_to_path(str(bundle))
+        # The callback sender trusts only the default bundle (trust_env=False: no REQUESTS_CA_BUNDLE);
+        # here the default bundle is the receiver's CA.
+        monkeypatch.setattr(requests.adapters, "DEFAULT_CA_BUNDLE_PATH", str(bundle))
+        handed = rebinding_resolver(monkeypatch, "hooks.pinned.test", ["127.0.0.1"])
+        result = sender(allow_private_networks=True).deliver(
+            final_record(f"https://hooks.pinned.test:{receiver.port}/hook")
+        )
+    finally:
+        receiver.close()
+    assert len(handed) == 1, "the host was resolved again after the check"
+    assert receiver.server_names[:1] == ["hooks.pinned.test"]  # SNI: the name, not the address
+    if cert_name == "hooks.pinned.test":
+        assert result.callback_state == "delivered"
+        assert receiver.hosts == [f"hooks.pinned.test:{receiver.port}"]
+    else:  # the certificate is checked against the name: a wrong one is a failed delivery
+        assert result.callback_state == "pending"
+        assert receiver.hosts == []

@@ -84,16 +84,14 @@ _current: ContextVar[_Budget | None] = ContextVar("deadline", default=None)
 def deadline(seconds: float) -> Iterator[None]:
     """Everything called inside (on this thread, or on threads run in a copy of this context)
     finishes within `seconds`; nested deadlines only ever shorten it."""
-    now = time.monotonic()
-    ends_at = now + seconds
-    reserve = min(RESERVE_SECONDS, RESERVE_SHARE * seconds)
-    margin = min(ANSWER_MARGIN_SECONDS, ANSWER_MARGIN_SHARE * seconds)
+    own = _Budget(
+        time.monotonic() + seconds,
+        min(RESERVE_SECONDS, RESERVE_SHARE * seconds),
+        min(ANSWER_MARGIN_SECONDS, ANSWER_MARGIN_SHARE * seconds),
+    )
     outer = _current.get()
-    if outer is not None:
-        ends_at = min(ends_at, outer.ends_at)
-        reserve = min(reserve, outer.reserve)
-        margin = max(margin, outer.margin) if outer.ends_at <= ends_at else margin
-    token = _current.set(_Budget(ends_at, reserve, margin))
+    # Whichever ends first holds, with its own reserve and margin.
+    token = _current.set(outer if outer is not None and outer.ends_at <= own.ends_at else own)
     try:
         yield
     finally:

@@ -264,3 +264,28 @@ def test_the_claim_chain_uses_the_partner_center_clients_numbers():
     assert deadlines.PARTNER_CENTER_CONNECT_ATTEMPTS == partner_center_client.MAX_CONNECT_RETRIES
     assert deadlines.CONNECT_SECONDS == partner_center_client.CONNECT_TIMEOUT_SECONDS
     assert claim_chain_seconds(15, 5) < 300 - deadlines.LEASE_MARGIN_SECONDS  # defaults fit
+
+
+def test_a_timer_run_ends_within_its_budget_when_everything_hangs(api: Api, sandbox: Sandbox, short_deadline):
+    from shared.runtime import get_runtime
+    from shared.upgrade_requests.timer_run import process_pending
+
+    customers = [str(uuid.uuid4()) for _ in range(3)]
+    ids = [api.upgrade(c, headers={"Prefer": "respond-async"}).json()["requestId"] for c in customers]
+    runtime = get_runtime()
+    hang_everything(sandbox)
+    try:
+        started = time.monotonic()
+        report = process_pending(runtime.processor, owner="hung-run", concurrency=2, budget_seconds=6)
+        elapsed = time.monotonic() - started
+    finally:
+        sandbox.faults.clear()
+    assert elapsed < 6, f"the run took {elapsed:.1f} s of a 6 s budget"
+    assert report.due == 3
+    states = {record(request_id).state for request_id in ids}
+    assert states <= {"pending", "submitting"}  # all still there, for the next run
+    for request_id in ids:
+        make_due(request_id)
+    run_timer()
+    assert {record(request_id).state for request_id in ids} == {"submitted"}
+    assert all(sandbox.submissions(c) == 1 for c in customers)

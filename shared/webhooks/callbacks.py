@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.deadlines import CALLBACK_SECONDS, bounded, call_seconds, deadline_session
-from shared.errors import DeadlineExceeded
+from shared.errors import DeadlineExceeded, UpgradeError
 from shared.upgrade_requests.record import CALLBACK_DELIVERED, CALLBACK_FAILED, UpgradeRequestRecord, utc_now
 from shared.webhooks.callback_urls import CallbackHostUnresolved, CallbackTarget, CallbackUrlRefused, callback_target
 
@@ -86,7 +86,9 @@ class CallbackSender:
             return self._finish(record, attempts, CALLBACK_FAILED, refused.detail)  # refused by rule: final
         except DeadlineExceeded:
             outcome = "no time left for the delivery within the answer's deadline"
-        except Exception as error:  # network errors, bad secret: retried with backoff
+        except UpgradeError as error:  # the signing secret could not be read: an operator's problem
+            outcome = f"not sent: {error.detail}"
+        except Exception as error:  # network errors: retried with backoff
             # One text for every network failure (refused, reset, TLS, timeout): the error a caller
             # can read back must not tell one unreachable port from another.
             log.info("callback.no_answer request_id=%s error=%s", record.request_id, type(error).__name__)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from shared.correlation import CallContext
-from shared.deadlines import deadline_session, expired
+from shared.deadlines import CONNECT_SECONDS, deadline_session, expired
 from shared.errors import (
     CredentialsUnavailable,
     CustomerAccessDenied,
@@ -53,7 +53,7 @@ ELIGIBILITY_PATH = "/v1/productUpgrades/eligibility"
 STATUS_PATH = "/v1/productUpgrades/{upgrade_id}/status"
 
 APPLICATION_NAME = "csp-product-upgrade-function"
-CONNECT_TIMEOUT_SECONDS = 3.05
+CONNECT_TIMEOUT_SECONDS = CONNECT_SECONDS  # every connect timeout is set in shared.deadlines
 MAX_STATUS_RETRIES = 2
 MAX_CONNECT_RETRIES = 1
 BACKOFF_FACTOR = 0.5

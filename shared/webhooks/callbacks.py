@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.deadlines import CALLBACK_SECONDS, bounded, call_seconds, deadline_session
+from shared.deadlines import CALLBACK_SECONDS, CONNECT_SECONDS, bounded, call_seconds, deadline_session
 from shared.errors import DeadlineExceeded, UpgradeError
 from shared.upgrade_requests.record import CALLBACK_DELIVERED, CALLBACK_FAILED, UpgradeRequestRecord, utc_now
 from shared.webhooks.callback_urls import CallbackHostUnresolved, CallbackTarget, CallbackUrlRefused, callback_target
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 5
 MAX_ANSWER_BYTES = 64 * 1024  # the receiver's answer body is read this far and dropped
 NO_ANSWER = "no answer from the receiver (connection refused, reset, timed out or TLS failed)"
 BACKOFF_BASE_SECONDS = 30
@@ -135,7 +134,7 @@ class CallbackSender:
                     target.pinned_url,
                     data=body,
                     headers={**headers, "Host": target.host_header},
-                    timeout=(min(CONNECT_TIMEOUT_SECONDS, seconds), seconds),
+                    timeout=(min(CONNECT_SECONDS, seconds), seconds),
                     allow_redirects=False,
                     stream=True,
                 )

@@ -28,14 +28,18 @@ from .conftest import Api, Reply
 from .test_requests import make_due, record, run_timer
 
 DEADLINE = 5
-HANG = 30.0  # far beyond the deadline
+HANG = DEADLINE + 2.0  # beyond the deadline (the sandbox's hung handlers finish after it)
+_hung_until = [0.0]
 
 
 @pytest.fixture
-def short_deadline(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def short_deadline(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("HTTP_DEADLINE_SECONDS", str(DEADLINE))
     reset_runtime()
-    return app_env
+    yield app_env
+    # The sandbox is shared by the session: let every call we left hanging land (and be recorded)
+    # now, not in the middle of the next test on this worker.
+    time.sleep(max(0.0, _hung_until[0] + 0.5 - time.monotonic()))
 
 
 def timed(call: Callable[[], Reply]) -> tuple[Reply, float]:
@@ -47,6 +51,13 @@ def timed(call: Callable[[], Reply]) -> tuple[Reply, float]:
 def hang_everything(sandbox: Sandbox) -> None:
     """Every sandbox call (Key Vault, managed identity, Entra, Partner Center) waits `HANG` s."""
     sandbox.faults.add("*", "delay", count=100_000, seconds=HANG)
+    _hung_until[0] = float("inf")
+
+
+def stop_hanging(sandbox: Sandbox) -> None:
+    sandbox.faults.clear()
+    sandbox.latency = 0.0
+    _hung_until[0] = time.monotonic() + HANG
 
 
 def assert_safe_problem(reply: Reply) -> None:
@@ -66,7 +77,7 @@ def test_every_microsoft_dependency_hanging_still_answers_with_the_stored_reques
     try:
         reply, elapsed = timed(lambda: api.upgrade(customer_id))
     finally:
-        sandbox.faults.clear()
+        stop_hanging(sandbox)
     assert elapsed < DEADLINE, f"answered after {elapsed:.1f} s"
     assert reply.status == 202
     assert int(reply.headers["retry-after"]) > 0
@@ -103,7 +114,7 @@ def test_partner_center_views_answer_503_within_the_deadline_when_everything_han
             )
         reply, elapsed = timed(call)
     finally:
-        sandbox.faults.clear()
+        stop_hanging(sandbox)
     assert elapsed < DEADLINE, f"answered after {elapsed:.1f} s"
     assert_safe_problem(reply)
 
@@ -114,10 +125,11 @@ def test_a_submitted_request_is_shown_as_stored_when_partner_center_hangs(
     request_id = api.upgrade(customer_id).json()["requestId"]
     assert record(request_id).state == "submitted"
     sandbox.latency = HANG  # Partner Center stops answering
+    _hung_until[0] = float("inf")
     try:
         reply, elapsed = timed(lambda: api.request_status(request_id))
     finally:
-        sandbox.latency = 0.0
+        stop_hanging(sandbox)
     assert elapsed < DEADLINE, f"answered after {elapsed:.1f} s"
     assert reply.status == 202
     assert reply.json()["status"] == "submitted"
@@ -278,7 +290,7 @@ def test_a_timer_run_ends_within_its_budget_when_everything_hangs(api: Api, sand
         report = process_pending(runtime.processor, owner="hung-run", concurrency=2, budget_seconds=6)
         elapsed = time.monotonic() - started
     finally:
-        sandbox.faults.clear()
+        stop_hanging(sandbox)
     assert elapsed < 6, f"the run took {elapsed:.1f} s of a 6 s budget"
     assert report.due == 3
     states = {record(request_id).state for request_id in ids}

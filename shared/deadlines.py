@@ -34,6 +34,8 @@ outlast, so `REQUEST_LEASE_SECONDS` is checked against it at startup (`shared.se
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -81,12 +83,13 @@ _current: ContextVar[_Budget | None] = ContextVar("deadline", default=None)
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
+def deadline(seconds: float, *, reserve_share: float = RESERVE_SHARE) -> Iterator[None]:
     """Everything called inside (on this thread, or on threads run in a copy of this context)
-    finishes within `seconds`; nested deadlines only ever shorten it."""
+    finishes within `seconds`; nested deadlines only ever shorten it. `reserve_share`: the part
+    (at most `RESERVE_SECONDS`) kept for final writes."""
     own = _Budget(
         time.monotonic() + seconds,
-        min(RESERVE_SECONDS, RESERVE_SHARE * seconds),
+        min(RESERVE_SECONDS, reserve_share * seconds),
         min(ANSWER_MARGIN_SECONDS, ANSWER_MARGIN_SHARE * seconds),
     )
     outer = _current.get()
@@ -156,6 +159,7 @@ class _Watch:
     def __init__(self) -> None:
         self.connections: list[Any] = []
         self.fired = False
+        self.done = False  # the call finished: nothing to fire
         self._lock = threading.Lock()
 
     def add(self, connection: Any) -> None:
@@ -167,6 +171,8 @@ class _Watch:
 
     def fire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.fired = True
             connections = list(self.connections)
         for connection in connections:
@@ -180,6 +186,36 @@ def _shut(connection: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Watchdog:
+    """One daemon thread for the whole process, firing watches at their times (a heap), instead
+    of a timer thread per call."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._counter = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watch, seconds: float) -> None:
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._counter), watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="deadline-watchdog", daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while self._due and (self._due[0][2].done or self._due[0][0] <= time.monotonic()):
+                    _, _, watch = heapq.heappop(self._due)
+                    if not watch.done:
+                        threading.Thread(target=watch.fire, daemon=True).start()  # never blocks the heap
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                self._wakeup.wait(wait)
+
+
+_watchdog = _Watchdog()
 _watching = threading.local()
 
 
@@ -191,14 +227,12 @@ def bounded(seconds: float) -> Iterator[None]:
         yield
         return
     watch = _Watch()
-    timer = threading.Timer(seconds, watch.fire)
-    timer.daemon = True
     _watching.watch = watch
-    timer.start()
+    _watchdog.arm(watch, seconds)
     try:
         yield
     finally:
-        timer.cancel()
+        watch.done = True
         _watching.watch = None
 
 

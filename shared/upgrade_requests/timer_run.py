@@ -31,8 +31,9 @@ from shared.upgrade_requests.store import Stored
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_RUN = 5000
-CLAIM_CUTOFF_SHARE = 0.5
+CLAIM_CUTOFF_SHARE = 0.4
 CLAIM_CUTOFF_SECONDS = 60.0
+RUN_RESERVE_SHARE = 0.1
 
 
 @dataclass
@@ -88,7 +89,8 @@ def process_pending(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
 ) -> RunReport:
-    with deadline(budget_seconds):
+    # A claim's final write is one storage call: a tenth of the run (at most 10 s) is kept for it.
+    with deadline(budget_seconds, reserve_share=RUN_RESERVE_SHARE):
         return _run(processor, owner, concurrency, budget_seconds, thread_initializer)
 
 

@@ -5,13 +5,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup test lint run bench chaos mutants clean
+.PHONY: setup test lint run bench chaos mutants clean lock
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# requirements.txt is the lock (exact versions + sha256 hashes) compiled from the ranges in
+# requirements.in: installed first and hash-checked, as Azure's remote build installs it; the dev
+# tools come second and find the runtime packages already at their locked versions.
+$(VENV)/.installed: requirements.txt requirements.in requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# Refresh the lock: the newest versions within requirements.in's ranges, with their hashes.
+# Commit requirements.txt with it (tests/test_lock.py checks the lock against the ranges).
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file=requirements.txt requirements.in
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

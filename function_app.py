@@ -6,7 +6,7 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 import azure.functions as func
 
 from shared.api import request_routes, timer_trigger, upgrade_routes
-from shared.settings import pending_schedule
+from shared.settings import PENDING_SCHEDULE_BINDING
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -54,7 +54,9 @@ def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.function_name("process_pending_requests")
-@app.timer_trigger(schedule=pending_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)
+# "%PENDING_SCHEDULE%": the host reads the app setting when it loads the timer, so a bad value
+# only stops the timer; indexing (and every HTTP route) never depends on it.
+@app.timer_trigger(schedule=PENDING_SCHEDULE_BINDING, arg_name="timer", run_on_startup=False, use_monitor=True)
 def process_pending_requests(timer: func.TimerRequest, context: func.Context) -> None:
     """Submit pending requests, resolve interrupted ones, poll submitted upgrades until final."""
     timer_trigger.process_pending(timer, context)

@@ -167,7 +167,7 @@ def banner(host: FunctionHost, base: str, function_key: str, master_key: str, em
     for route in host.routes.http:
         lines.append(f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]")
     for name in host.timers.names:
-        lines.append(f"  timer {name} [{host.timers.schedule_of(name)}]: run now with")
+        lines.append(f"  timer {name} [{host.timers.describe(name)}]: run now with")
         lines.append(f'        curl -X POST -H "x-functions-key: $MASTER_KEY" $BASE/admin/functions/{name}')
     mode = (
         "embedded defaults (Azurite + local Partner Center sandbox)"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.settings import AZURE_WEBJOBS_STORAGE, KEY_VAULT_URL, PARTNER_TENANT_ID, setting_problems
+from shared.settings import AZURE_WEBJOBS_STORAGE, KEY_VAULT_URL, PARTNER_TENANT_ID, settings_report
 
 EXAMPLE_FILE = "local.settings.example.json"
 # Azurite's fixed table endpoint for `UseDevelopmentStorage=true` (the Storage SDKs' convention).
@@ -124,7 +124,7 @@ def reachability_problems(environ: Mapping[str, str]) -> list[str]:
 
 def startup_problems(environ: Mapping[str, str], example_file: Path, *, probe: bool = True) -> list[str]:
     """Everything that would make the app fail, each line naming the setting and the fix."""
-    problems = [f"{line}: fix it in local.settings.json or the environment" for line in setting_problems(environ)]
+    problems = [f"{line}: fix it in local.settings.json or the environment" for line in settings_report(environ)]
     problems += placeholder_problems(environ, example_file)
     if probe:
         problems += reachability_problems(environ)

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import re
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from shared.errors import ConfigurationError
+from shared.settings import ALL_SETTINGS, PENDING_SCHEDULE, pending_schedule
+
 log = logging.getLogger("localrun.timers")
+
+_BINDING_EXPRESSION = re.compile(r"^%([A-Za-z0-9_.:-]+)%$")
+
+
+def resolve_schedule(schedule: str, environ: Mapping[str, str] | None = None) -> str:
+    """A timer's schedule as the Functions host resolves it: `%NAME%` is the app setting NAME.
+
+    The host requires the setting to exist; locally, an unset setting falls back to its documented
+    default (`shared.settings`). `PENDING_SCHEDULE` is validated (`ConfigurationError` naming it).
+    """
+    environ = os.environ if environ is None else environ
+    match = _BINDING_EXPRESSION.match(schedule.strip())
+    if not match:
+        return schedule
+    name = match.group(1)
+    if name == PENDING_SCHEDULE.name:
+        return pending_schedule(environ)
+    value = (environ.get(name) or "").strip()
+    default = next((setting.default for setting in ALL_SETTINGS if setting.name == name), None)
+    if not value and default is None:
+        raise ConfigurationError(f"Timer schedule {schedule} names app setting {name}, which is not set")
+    return value or str(default)
 
 
 class LocalContext:
@@ -54,7 +82,15 @@ class TimerScheduler:
         return sorted(self._timers)
 
     def schedule_of(self, name: str) -> str:
-        return str(self._timers[name].get_trigger().get_dict_repr()["schedule"])
+        """The schedule as the host would run it (`%NAME%` resolved from the environment)."""
+        return resolve_schedule(str(self._timers[name].get_trigger().get_dict_repr()["schedule"]))
+
+    def describe(self, name: str) -> str:
+        """The resolved schedule, or why the timer will not run."""
+        try:
+            return self.schedule_of(name)
+        except ConfigurationError as error:
+            return f"not scheduled: {error.detail}"
 
     def start(self) -> None:
         for name in self._timers:
@@ -72,7 +108,11 @@ class TimerScheduler:
             call_function(self._timers[name].get_user_function(), TimerRequest(past_due=past_due), name)
 
     def _loop(self, name: str) -> None:
-        schedule = self.schedule_of(name)
+        try:
+            schedule = self.schedule_of(name)
+        except ConfigurationError as error:  # as the host: this timer does not run, the rest does
+            log.error("timer.not_scheduled function=%s detail=%s", name, error.detail)
+            return
         while not self._stop.is_set():
             due = next_fire(schedule, datetime.now(UTC))
             if self._stop.wait(max(0.0, (due - datetime.now(UTC)).total_seconds())):

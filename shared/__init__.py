@@ -11,5 +11,5 @@ Layers, each importing only those below it (enforced by `lint-imports`, see docs
 - `partner_center`: Partner Center access: the HTTP client and retry policy, App+User tokens,
   Key Vault secrets, and the exactly-once rules around the create call.
 - foundation: `validation` (input values), `correlation`, `local_settings`, `settings`,
-  `errors`, `identifiers`.
+  `deadlines` (the answer's deadline and each outbound call's share of it), `errors`, `identifiers`.
 """

@@ -136,6 +136,18 @@ class UpstreamThrottled(UpstreamError):
     title = "Partner Center is busy; retry later"
 
 
+class DeadlineExceeded(UpstreamError):
+    """The answer's deadline (`HTTP_DEADLINE_SECONDS`, or the timer's budget) left no time for
+    this call; what is stored stays stored, and the caller is told when to look again."""
+
+    status = 503
+    slug = "deadline-exceeded"
+    title = "The answer's deadline ran out before this step; retry later"
+
+    def __init__(self, detail: str, *, retry_after: int | None = 30, extensions: dict[str, Any] | None = None) -> None:
+        super().__init__(detail, retry_after=retry_after, extensions=extensions)
+
+
 class SubmissionOutcomeUnknown(UpstreamError):
     """The create call may or may not have reached Partner Center and it could not be resolved.
 

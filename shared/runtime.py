@@ -13,6 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from shared.deadlines import ENTRA_SECONDS, deadline_session
 from shared.identifiers import new_guid
 from shared.partner_center.client import PartnerCenterClient
 from shared.partner_center.exactly_once import UpgradeService
@@ -88,7 +89,8 @@ def build_runtime(settings: Settings) -> Runtime:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     secrets = build_secret_store(settings.key_vault_url, settings.secret_cache_seconds)
-    tokens = PartnerCenterTokens(settings, secrets)
+    # MSAL's HTTP client: every Entra call held to ENTRA_SECONDS and the answer's deadline.
+    tokens = PartnerCenterTokens(settings, secrets, http_client=deadline_session(ENTRA_SECONDS))
     partner_center = PartnerCenterClient(
         settings.partner_center_endpoint,
         tokens.access_token,

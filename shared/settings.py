@@ -7,12 +7,14 @@ is reported at once, naming the setting, so an operator fixes a deployment in on
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.deadlines import LEASE_MARGIN_SECONDS, claim_chain_seconds
 from shared.errors import ConfigurationError
 from shared.identifiers import is_guid
 
@@ -58,6 +60,12 @@ SECRET_CACHE_SECONDS = Setting(
 PARTNER_CENTER_TIMEOUT_SECONDS = Setting(
     "PARTNER_CENTER_TIMEOUT_SECONDS", "15", "Read timeout of one Partner Center call (1-30)."
 )
+HTTP_DEADLINE_SECONDS = Setting(
+    "HTTP_DEADLINE_SECONDS",
+    "100",
+    "Every HTTP function answers within this (5-220; Azure's front end cuts at 230 s, Power Automate "
+    "waits 120 s); on time-out it answers with the request's stored state (202 + Retry-After).",
+)
 PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS = Setting(
     "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS",
     "5",
@@ -82,7 +90,10 @@ PENDING_RUN_SECONDS = Setting(
     "PENDING_RUN_SECONDS", "240", "A timer run stops claiming new work after this long (10-540)."
 )
 REQUEST_LEASE_SECONDS = Setting(
-    "REQUEST_LEASE_SECONDS", "300", "Claim lease; a crashed worker's request is picked up after it (60-3600)."
+    "REQUEST_LEASE_SECONDS",
+    "300",
+    "Claim lease; a crashed worker's request is picked up after it (60-3600; at least the longest call "
+    "chain of one claim, checked at startup).",
 )
 STATUS_POLL_SECONDS = Setting(
     "STATUS_POLL_SECONDS", "120", "Interval between status polls of a submitted upgrade (10-86400)."
@@ -122,6 +133,7 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     SECRET_CACHE_SECONDS,
     PARTNER_CENTER_TIMEOUT_SECONDS,
     PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS,
+    HTTP_DEADLINE_SECONDS,
     AZURE_WEBJOBS_STORAGE,
     UPGRADE_REQUESTS_TABLE,
     PENDING_SCHEDULE,
@@ -170,6 +182,7 @@ class Settings:
     secret_cache_seconds: int
     partner_center_timeout_seconds: int
     partner_center_max_retry_after_seconds: int
+    http_deadline_seconds: int
     upgrade_requests_table: str
     pending_concurrency: int
     pending_max_attempts: int
@@ -275,15 +288,34 @@ class _Reader:
         return value
 
 
+PENDING_SCHEDULE_BINDING = f"%{PENDING_SCHEDULE.name}%"
+"""What `function_app.py` gives the timer: the host resolves it from the app settings when it
+loads the timer, so a bad value only affects the timer, never the indexing of the HTTP routes."""
+
+_NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,?-]+$", re.ASCII)
+
+
 def pending_schedule(environ: Mapping[str, str] | None = None) -> str:
-    """The timer's NCRONTAB schedule, read when `function_app` is indexed (so it has a default)."""
-    value = ((os.environ if environ is None else environ).get(PENDING_SCHEDULE.name) or "").strip()
+    """The timer's NCRONTAB schedule (the default when unset, as the local runner resolves it);
+    `ConfigurationError` if it is not a 6-field expression."""
+    value = (environ_or(environ).get(PENDING_SCHEDULE.name) or "").strip()
     schedule = value or str(PENDING_SCHEDULE.default)
-    if len(schedule.split()) != 6:
-        raise ConfigurationError(
-            f"{PENDING_SCHEDULE.name} must be a 6-field NCRONTAB expression (seconds first), got {schedule!r}"
-        )
+    problem = _schedule_problem(schedule)
+    if problem:
+        raise ConfigurationError(problem)
     return schedule
+
+
+def pending_schedule_problem(environ: Mapping[str, str]) -> str | None:
+    value = (environ.get(PENDING_SCHEDULE.name) or "").strip()
+    return _schedule_problem(value) if value else None
+
+
+def _schedule_problem(schedule: str) -> str | None:
+    fields = schedule.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(field) for field in fields):
+        return f"{PENDING_SCHEDULE.name} must be a 6-field NCRONTAB expression (seconds first), got {schedule!r}"
+    return None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -292,18 +324,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigurationError("Invalid app settings: " + "; ".join(problems))
     return settings
-
-
-def setting_problems(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Every problem with the settings, one line each naming the setting (empty: all valid).
-
-    The local runner checks this at start-up, so a bad setting stops it before the first request."""
-    problems = read_settings(environ)[1]
-    try:
-        pending_schedule(environ)
-    except ConfigurationError as error:
-        problems.append(error.detail)
-    return problems
 
 
 def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
@@ -321,6 +341,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         secret_cache_seconds=read.integer(SECRET_CACHE_SECONDS, 0, 86400),
         partner_center_timeout_seconds=read.integer(PARTNER_CENTER_TIMEOUT_SECONDS, 1, 30),
         partner_center_max_retry_after_seconds=read.integer(PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS, 0, 20),
+        http_deadline_seconds=read.integer(HTTP_DEADLINE_SECONDS, 5, 220),
         upgrade_requests_table=read.table_name(UPGRADE_REQUESTS_TABLE),
         pending_concurrency=read.integer(PENDING_CONCURRENCY, 1, 32),
         pending_max_attempts=read.integer(PENDING_MAX_ATTEMPTS, 1, 50),
@@ -334,4 +355,38 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         inbound_signatures_required=read.boolean(INBOUND_SIGNATURES_REQUIRED),
         inbound_signing_secret_name=read.secret_name(INBOUND_SIGNING_SECRET_NAME),
     )
+    if not read.problems:
+        read.problems.extend(lease_problems(settings))
     return settings, read.problems
+
+
+def settings_report(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem with the app settings, one line each naming the setting (empty: all valid),
+    the timer's schedule included, which `load_settings` leaves out: a bad schedule must only stop
+    the timer, never the HTTP routes. The local runner checks this at start-up."""
+    problems = read_settings(environ)[1]
+    schedule_problem = pending_schedule_problem(environ_or(environ))
+    if schedule_problem:
+        problems.append(schedule_problem)
+    return problems
+
+
+def environ_or(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def lease_problems(settings: Settings) -> list[str]:
+    """A lease must outlast anything its holder may still be doing: an HTTP answer (it holds the
+    claim of the request it submits inline) and the longest call chain of one claim."""
+    chain = claim_chain_seconds(
+        settings.partner_center_timeout_seconds, settings.partner_center_max_retry_after_seconds
+    )
+    needed = math.ceil(max(chain, settings.http_deadline_seconds) + LEASE_MARGIN_SECONDS)
+    if settings.request_lease_seconds >= needed:
+        return []
+    return [
+        f"{REQUEST_LEASE_SECONDS.name} must be at least {needed} with these settings "
+        f"(the longest call chain of one claim is {chain:.0f} s, {HTTP_DEADLINE_SECONDS.name} is "
+        f"{settings.http_deadline_seconds}, plus a {LEASE_MARGIN_SECONDS} s margin), "
+        f"got {settings.request_lease_seconds}"
+    ]

@@ -86,7 +86,7 @@ CHAOS_ENV = {
     "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS": "1",
     "PENDING_CONCURRENCY": "4",
     "PENDING_RUN_SECONDS": "10",
-    "REQUEST_LEASE_SECONDS": "60",
+    "REQUEST_LEASE_SECONDS": "120",  # >= max(claim chain 94 s, HTTP_DEADLINE_SECONDS 100) + 10 (settings check)
     "STATUS_POLL_SECONDS": "10",
 }
 QUEUE = {"Prefer": "respond-async"}

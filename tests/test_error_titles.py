@@ -8,7 +8,7 @@ import pytest
 from sandbox.azurite import free_port
 from shared import errors
 from shared.runtime import reset_runtime
-from shared.webhooks.callback_urls import CallbackUrlRefused
+from shared.webhooks.callback_urls import CallbackHostUnresolved, CallbackUrlRefused
 
 # class -> (status, slug, words its title must contain, words it must not)
 EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple[str, ...]]] = {
@@ -17,6 +17,8 @@ EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple
     errors.PayloadTooLarge: (413, "payload-too-large", ("too large",), ("Partner Center",)),
     errors.UnsupportedMediaType: (415, "unsupported-media-type", ("JSON",), ("Partner Center",)),
     CallbackUrlRefused: (400, "callback-url-refused", ("callback URL",), ("Partner Center",)),
+    CallbackHostUnresolved: (400, "callback-host-unresolved", ("callback URL", "resolve"), ("Partner Center",)),
+    errors.DeadlineExceeded: (503, "deadline-exceeded", ("deadline",), ("Partner Center", "storage")),
     errors.NotFound: (404, "not-found", ("Not found",), ("Partner Center",)),
     errors.Conflict: (409, "conflict", ("conflicts",), ("Partner Center",)),
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", ("Idempotency-Key",), ("Partner Center",)),

@@ -123,3 +123,51 @@ def test_local_settings_values_become_environment_defaults(tmp_path, monkeypatch
     path.write_text('{"Values": ["not", "an", "object"]}')
     with pytest.raises(ValueError, match="'Values' must be an object"):
         load_local_settings(path)
+
+
+def test_a_bad_pending_schedule_still_indexes_every_function(tmp_path):
+    """The v2 programming model indexes function_app.py at import: a malformed PENDING_SCHEDULE
+    must not make the worker index zero functions (the host resolves %PENDING_SCHEDULE% itself)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "import json, function_app\n"
+        "app = function_app.app\n"
+        "functions = {f.get_function_name(): f.get_trigger().get_dict_repr() for f in app.get_functions()}\n"
+        "print(json.dumps({name: trigger.get('schedule') for name, trigger in functions.items()}))\n"
+    )
+    env = {**os.environ, "PENDING_SCHEDULE": "*/5 * * * *"}  # 5 fields: not NCRONTAB
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    functions = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(functions) == 7, sorted(functions)
+    assert functions["process_pending_requests"] == "%PENDING_SCHEDULE%"
+
+
+def test_the_local_runner_resolves_binding_expressions_as_the_host_does():
+    from localrun.timers import resolve_schedule
+    from shared.errors import ConfigurationError
+
+    assert resolve_schedule("%PENDING_SCHEDULE%", {"PENDING_SCHEDULE": "*/30 * * * * *"}) == "*/30 * * * * *"
+    assert resolve_schedule("%PENDING_SCHEDULE%", {}) == "0 */5 * * * *"  # the documented default
+    assert resolve_schedule("0 0 * * * *", {}) == "0 0 * * * *"
+    with pytest.raises(ConfigurationError, match="PENDING_SCHEDULE must be a 6-field"):
+        resolve_schedule("%PENDING_SCHEDULE%", {"PENDING_SCHEDULE": "*/5 * * * *"})
+    with pytest.raises(ConfigurationError, match="NOT_A_SETTING"):
+        resolve_schedule("%NOT_A_SETTING%", {})
+
+
+def test_the_settings_report_names_a_bad_schedule_but_load_settings_does_not_fail_on_it():
+    from shared.settings import settings_report
+
+    values = {**MINIMAL, "PENDING_SCHEDULE": "*/5 * * * *"}
+    load_settings(values)  # the HTTP routes keep working
+    report = settings_report(values)
+    assert len(report) == 1 and "PENDING_SCHEDULE must be a 6-field" in report[0]
+    assert settings_report({**MINIMAL, "PENDING_SCHEDULE": "0 */5 * * * *"}) == []
+    assert settings_report({**MINIMAL, "PENDING_SCHEDULE": "0 */5 * * * * ; rm"}) != []

@@ -118,8 +118,8 @@ def test_secret_cache_expires_after_its_ttl(app_env, sandbox):
     store = build_secret_store(app_env["KEY_VAULT_URL"], 60, clock=lambda: now[0])
     sandbox.reset_calls()
 
-    def reads() -> int:
-        return len(sandbox.calls("key_vault", "get_secret"))
+    def reads() -> int:  # reads that returned the secret (a first call may meet the 401 auth challenge)
+        return len([call for call in sandbox.calls("key_vault", "get_secret") if call.status == 200])
 
     app_id = store.get("partner-center-app-id")
     assert app_id == sandbox.app_id and reads() == 1

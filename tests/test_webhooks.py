@@ -200,7 +200,7 @@ def test_public_address_classification():
         ("https://user:pass@8.8.8.8/hook", "no user info"),
         ("https://user@8.8.8.8/hook", "no user info"),
         ("https://:pass@8.8.8.8/hook", "no user info"),
-        ("https://8.8.8.8/hook#fragment", "no user info or fragment"),
+        ("https://8.8.8.8/hook#fragment", "no user info, percent-encoding or fragment"),
         ("https://8.8.8.8:99999/hook", "invalid port"),
         ("https://8.8.8.8/" + "x" * 2048, "at most 2048"),
     ],

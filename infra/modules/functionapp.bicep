@@ -191,6 +191,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: settings.PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS
         }
         {
+          name: 'HTTP_DEADLINE_SECONDS'
+          value: settings.HTTP_DEADLINE_SECONDS
+        }
+        {
           name: 'PENDING_SCHEDULE'
           value: settings.PENDING_SCHEDULE
         }

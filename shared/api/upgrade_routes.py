@@ -20,10 +20,11 @@ import azure.functions as func
 
 from shared.api.responses import json_response, problem_response
 from shared.correlation import CallContext, correlation_id_from
+from shared.deadlines import deadline
 from shared.errors import UpgradeError
 from shared.identifiers import new_guid
 from shared.partner_center.exactly_once import final_state
-from shared.runtime import get_runtime
+from shared.runtime import get_runtime, get_settings
 from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
@@ -50,7 +51,9 @@ def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]
         correlation_id = new_guid()
         try:
             correlation_id = correlation_id_from(req.headers)
-            return handler(req, correlation_id)
+            # Every outbound call inside gets its share of HTTP_DEADLINE_SECONDS (shared.deadlines).
+            with deadline(get_settings().http_deadline_seconds):
+                return handler(req, correlation_id)
         except UpgradeError as error:
             log.warning(
                 "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",

@@ -26,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from shared.correlation import CallContext
+from shared.deadlines import CONNECT_SECONDS, deadline_session, expired
 from shared.errors import (
+    CredentialsUnavailable,
     CustomerAccessDenied,
+    DeadlineExceeded,
     NotEligible,
     PartnerCenterRejected,
     UpgradeError,
@@ -50,7 +53,7 @@ ELIGIBILITY_PATH = "/v1/productUpgrades/eligibility"
 STATUS_PATH = "/v1/productUpgrades/{upgrade_id}/status"
 
 APPLICATION_NAME = "csp-product-upgrade-function"
-CONNECT_TIMEOUT_SECONDS = 3.05
+CONNECT_TIMEOUT_SECONDS = CONNECT_SECONDS  # every connect timeout is set in shared.deadlines
 MAX_STATUS_RETRIES = 2
 MAX_CONNECT_RETRIES = 1
 BACKOFF_FACTOR = 0.5
@@ -115,7 +118,7 @@ class PartnerCenterClient:
         self._access_token = access_token
         self._timeout = (CONNECT_TIMEOUT_SECONDS, read_timeout_seconds)
         self._max_retry_after = max_retry_after_seconds
-        self._session = session or build_session(max_retry_after_seconds)
+        self._session = session or build_session(max_retry_after_seconds, self.worst_case_seconds)
 
     @property
     def worst_case_seconds(self) -> float:
@@ -183,11 +186,21 @@ class PartnerCenterClient:
     def _post(self, path: str, customer_id: str, product_family: str, context: CallContext) -> requests.Response:
         """POST with auth; on 401 renew the token once and resend (401 means nothing was done)."""
         body = json.dumps({"customerId": customer_id, "productFamily": product_family})
-        response = self._send(path, body, context, self._access_token())
+        response = self._send(path, body, context, self._token())
         if response.status_code == 401:
             log.warning("partner_center.unauthorized_retrying correlation_id=%s", context.correlation_id)
-            response = self._send(path, body, context, self._access_token(force_refresh=True))
+            response = self._send(path, body, context, self._token(force_refresh=True))
         return response
+
+    def _token(self, *, force_refresh: bool = False) -> str:
+        """The App+User token; a token that could not be had because the answer's deadline ran out
+        is `DeadlineExceeded` (try again later), not a credentials problem for an operator."""
+        try:
+            return self._access_token(force_refresh=True) if force_refresh else self._access_token()
+        except CredentialsUnavailable:
+            if expired():
+                raise DeadlineExceeded("No App+User token could be had within the deadline") from None
+            raise
 
     def _send(self, path: str, body: str, context: CallContext, token: str) -> requests.Response:
         headers = {
@@ -211,11 +224,9 @@ class PartnerCenterClient:
         return response
 
 
-def build_session(max_retry_after_seconds: int) -> requests.Session:
-    """A pooled session with the retry policy described in the module docstring."""
-    import requests
-    from requests.adapters import HTTPAdapter
-
+def build_session(max_retry_after_seconds: int, worst_case_seconds: float) -> requests.Session:
+    """A pooled session with the retry policy described in the module docstring; each call (all
+    its retries included) is held to `worst_case_seconds` and the answer's deadline."""
     from shared.partner_center.retry_policy import InlineRetry
 
     retry = InlineRetry(
@@ -233,9 +244,7 @@ def build_session(max_retry_after_seconds: int) -> requests.Session:
         retry_after_max=max_retry_after_seconds,
         raise_on_status=False,
     )
-    session = requests.Session()
-    session.mount("https://", HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32))
-    return session
+    return deadline_session(worst_case_seconds, retry=retry)
 
 
 def _never_sent(error: Exception) -> bool:

@@ -15,7 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.errors import CredentialsUnavailable
+from shared.deadlines import (
+    IDENTITY_SECONDS,
+    KEY_VAULT_SECONDS,
+    azure_client_options,
+    azure_transport,
+    expired,
+    remaining,
+)
+from shared.errors import CredentialsUnavailable, DeadlineExceeded
 
 if TYPE_CHECKING:
     from azure.keyvault.secrets import SecretClient
@@ -42,17 +50,51 @@ class SecretStore:
         self._ttl = ttl_seconds
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
+        self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, *, fresh: bool = False) -> str:
-        """The secret's current value; from the cache unless it is older than the TTL or `fresh`."""
-        with self._lock:  # one reader at a time: concurrent cold requests make one Key Vault call
-            cached = self._cache.get(name)
-            if cached and not fresh and self._clock() - cached.read_at < self._ttl:
-                return cached.value
+        """The secret's current value; from the cache unless it is older than the TTL or `fresh`.
+
+        A cache hit never waits on the network: `_lock` only guards the dictionaries, and the Key
+        Vault read happens under that secret's own fetch lock (one read in flight per secret;
+        concurrent cold callers of the same secret wait for it and share its value)."""
+        requested_at = self._clock()
+        if not fresh:
+            value = self._cached(name, requested_at - self._ttl)
+            if value is not None:
+                return value
+        fetch = self._fetch_lock(name)
+        left = remaining()
+        if not fetch.acquire(timeout=-1 if left is None else max(0.0, left)):
+            raise DeadlineExceeded(f"Key Vault secret '{name}' is still being read")
+        try:
+            # Read by another caller while we waited (for `fresh`: a read that began after we asked)?
+            value = (
+                self._cached(name, requested_at, after=True) if fresh else self._cached(name, requested_at - self._ttl)
+            )
+            if value is not None:
+                return value
+            read_at = self._clock()
             value = self._read(name)
-            self._cache[name] = _Cached(value, self._clock())
+            with self._lock:
+                self._cache[name] = _Cached(value, read_at)
             return value
+        finally:
+            fetch.release()
+
+    def _cached(self, name: str, not_before: float, *, after: bool = False) -> str | None:
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is None or (cached.read_at <= not_before if after else cached.read_at < not_before):
+            return None
+        if self._clock() - cached.read_at < self._ttl:
+            return cached.value
+        return None
+
+    def _fetch_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._fetching.setdefault(name, threading.Lock())
 
     def set(self, name: str, value: str) -> None:
         """Write a new version of the secret and use it from now on."""
@@ -61,6 +103,8 @@ class SecretStore:
         try:
             self._client.set_secret(name, value, content_type="refresh-token")
         except AzureError as error:
+            if expired():
+                raise DeadlineExceeded(f"Key Vault did not answer within the deadline ('{name}')") from None
             raise CredentialsUnavailable(f"Could not write Key Vault secret '{name}': {_describe(error)}") from None
         with self._lock:
             self._cache[name] = _Cached(value, self._clock())
@@ -72,6 +116,8 @@ class SecretStore:
         try:
             value = self._client.get_secret(name).value
         except AzureError as error:
+            if expired():
+                raise DeadlineExceeded(f"Key Vault did not answer within the deadline ('{name}')") from None
             raise CredentialsUnavailable(f"Could not read Key Vault secret '{name}': {_describe(error)}") from None
         if not value:
             raise CredentialsUnavailable(f"Key Vault secret '{name}' is empty")
@@ -109,5 +155,17 @@ def build_secret_store(vault_url: str, ttl_seconds: float, clock: Callable[[], f
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
-    credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
-    return SecretStore(SecretClient(vault_url=vault_url, credential=credential), ttl_seconds, clock)
+    # Explicit timeouts and retries (azure-core's defaults: 300 s reads, 3 retries), each call held
+    # to its cap and the answer's deadline (`shared.deadlines`).
+    credential = DefaultAzureCredential(
+        exclude_interactive_browser_credential=True,
+        transport=azure_transport(IDENTITY_SECONDS),
+        **azure_client_options(IDENTITY_SECONDS),
+    )
+    client = SecretClient(
+        vault_url=vault_url,
+        credential=credential,
+        transport=azure_transport(KEY_VAULT_SECONDS),
+        **azure_client_options(KEY_VAULT_SECONDS),
+    )
+    return SecretStore(client, ttl_seconds, clock)

@@ -3,7 +3,8 @@
 Stock `Retry` either sleeps the whole Retry-After (Partner Center has sent 57 s) or, with
 `retry_after_max`, clamps it and retries too early into another 429. Inside a synchronous
 Power Automate call neither is right: past `retry_after_max` we stop and hand the 429/503 back,
-so the caller (or the timer) can come back when Partner Center asked.
+so the caller (or the timer) can come back when Partner Center asked. Nor is a wait longer than
+half the time left before the answer's deadline (`shared.deadlines`) taken.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
+
+from shared.deadlines import remaining
 
 if TYPE_CHECKING:
     from urllib3.connectionpool import ConnectionPool
@@ -33,7 +36,9 @@ class InlineRetry(Retry):
     ) -> Self:
         if response is not None and self.respect_retry_after_header:
             header = response.headers.get("Retry-After")
-            if header and self._raw_retry_after(header) > self.retry_after_max:
+            left = remaining()
+            longest = self.retry_after_max if left is None else min(self.retry_after_max, left / 2)
+            if header and self._raw_retry_after(header) > longest:
                 # urllib3 raises MaxRetryError with no pool too; its stub says a pool is required.
                 pool: Any = _pool
                 raise MaxRetryError(pool, url or "", ResponseError("Retry-After beyond inline budget"))

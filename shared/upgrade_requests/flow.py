@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Protocol
 
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, UpgradeError
 from shared.upgrade_requests.intake import MAX_WRITE_ROUNDS, Accepted, Intake
 from shared.upgrade_requests.processor import RequestProcessor
 from shared.upgrade_requests.record import PENDING, SUBMITTED, callback_fields, no_callback, utc_now
@@ -13,6 +14,8 @@ from shared.upgrade_requests.store import RequestStore, WriteConflict
 if TYPE_CHECKING:
     from shared.upgrade_requests.store import Stored
     from shared.validation import UpgradeTarget
+
+log = logging.getLogger(__name__)
 
 
 class Runtime(Protocol):
@@ -47,17 +50,33 @@ def accept_and_submit(
     if queue:
         return accepted
     # A new inline request is stored as `submitting` under our lease: it is already claimed.
-    return Accepted(runtime.processor.advance(accepted.stored, PENDING).stored, replayed=False)
+    try:
+        return Accepted(runtime.processor.advance(accepted.stored, PENDING).stored, replayed=False)
+    except UpgradeError as error:
+        # The step's result could not be stored (the store failed, or the answer's deadline ran
+        # out). What is durable is the accepted request, `submitting` under our lease: when the
+        # lease ends the timer resolves it (eligibility first), so it is answered as it is stored.
+        log.warning(
+            "request.answered_with_stored_state request_id=%s type=%s",
+            accepted.stored.record.request_id,
+            error.slug,
+        )
+        return accepted
 
 
 def refresh(runtime: Runtime, stored: Stored) -> Stored:
-    """A submitted request polled now (under a claim, as the timer would); else as stored."""
+    """A submitted request polled now (under a claim, as the timer would); else as stored. If the
+    poll or its write cannot be done in time, the request is shown as it was read."""
     if stored.record.state != SUBMITTED:
         return stored
-    claimed = runtime.processor.claim(stored, runtime.owner)
-    if claimed is None:  # the timer (or another caller) is on it right now: show what is stored
-        return runtime.store.get(stored.record.request_id) or stored
-    return runtime.processor.advance(claimed, SUBMITTED).stored
+    try:
+        claimed = runtime.processor.claim(stored, runtime.owner)
+        if claimed is None:  # the timer (or another caller) is on it right now: show what is stored
+            return runtime.store.get(stored.record.request_id) or stored
+        return runtime.processor.advance(claimed, SUBMITTED).stored
+    except UpgradeError as error:
+        log.warning("request.refresh_skipped request_id=%s type=%s", stored.record.request_id, error.slug)
+        return stored
 
 
 def set_callback(runtime: Runtime, request_id: str, url: str | None) -> Stored:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import ConfigurationError, StorageUnavailable
+from shared.deadlines import IDENTITY_SECONDS, STORAGE_SECONDS, azure_client_options, azure_transport, expired
+from shared.errors import ConfigurationError, DeadlineExceeded, StorageUnavailable
 from shared.upgrade_requests.record import ACTIVE_STATES, UpgradeRequestRecord
 
 if TYPE_CHECKING:
@@ -221,9 +222,14 @@ class RequestStore:
             raise _storage_error(error) from None
 
 
-def _storage_error(error: Exception) -> StorageUnavailable:
+def _storage_error(error: Exception) -> StorageUnavailable | DeadlineExceeded:
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
+    if isinstance(error, DeadlineExceeded):
+        return error
+    if expired(final_write=True):
+        log.error("storage.error reason=deadline")
+        return DeadlineExceeded("The request store did not answer within the deadline")
     if isinstance(error, ClientAuthenticationError):
         reason = "the app's identity could not authenticate to storage"
     elif isinstance(error, HttpResponseError) and error.status_code == 403:
@@ -282,26 +288,31 @@ def build_request_store(storage: StorageTarget, table_name: str, max_concurrency
     create the table if it is missing. The connection pool holds `max_concurrency` connections:
     the SDK's default of 10 made a timer run at higher concurrency discard and re-open (TLS)
     connections on every request (measured by the benchmark)."""
-    import requests
     from azure.core.exceptions import ResourceExistsError
-    from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import TableServiceClient
 
-    session = requests.Session()
-    pool = max(10, max_concurrency)
-    session.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool))
-    transport = RequestsTransport(session=session, session_owner=False)
+    # Every storage call is held to `STORAGE_SECONDS` and the answer's deadline (`shared.deadlines`);
+    # storage writes may use the time kept back for an answer's final writes.
+    transport = azure_transport(STORAGE_SECONDS, final_write=True, pool_maxsize=max(10, max_concurrency))
+    options = azure_client_options(STORAGE_SECONDS)
     if storage.connection_string:
         try:
-            service = TableServiceClient.from_connection_string(storage.connection_string, transport=transport)
+            service = TableServiceClient.from_connection_string(
+                storage.connection_string, transport=transport, **options
+            )
         except ValueError:
             raise ConfigurationError("AzureWebJobsStorage is not a valid storage connection string") from None
     else:
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
-        service = TableServiceClient(endpoint=str(storage.table_endpoint), credential=credential, transport=transport)
+        credential = DefaultAzureCredential(
+            managed_identity_client_id=storage.client_id,
+            transport=azure_transport(IDENTITY_SECONDS),
+            **azure_client_options(IDENTITY_SECONDS),
+        )
+        service = TableServiceClient(
+            endpoint=str(storage.table_endpoint), credential=credential, transport=transport, **options
+        )
     try:
         service.create_table(table_name)
     except ResourceExistsError:

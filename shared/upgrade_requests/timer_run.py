@@ -4,12 +4,16 @@
   per customer, so more is not faster for long).
 - A 429 seen by any worker pauses the whole run until its Retry-After, or ends the run early if
   that is past the run's budget: the throttled requests stay pending with `next_attempt_at`.
-- No new claim after `PENDING_RUN_SECONDS`, so a run never runs into the function timeout with a
-  claimed request half done; unclaimed work is picked up by the next run.
+- The run ends within `PENDING_RUN_SECONDS`: it is the run's deadline (`shared.deadlines`), so
+  every outbound call gets its share of the time left, and each claim is also held to its lease
+  (less a margin), so no lease expires while its holder is inside a call. No new claim once less
+  than `CLAIM_CUTOFF_SHARE` of the budget is left (at most `CLAIM_CUTOFF_SECONDS`), so a claimed
+  request is not started without time to finish; unclaimed work is picked up by the next run.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -18,12 +22,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from shared.deadlines import LEASE_MARGIN_SECONDS, deadline
+from shared.errors import DeadlineExceeded
 from shared.upgrade_requests.processor import RequestProcessor
 from shared.upgrade_requests.store import Stored
 
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_RUN = 5000
+CLAIM_CUTOFF_SHARE = 0.4
+CLAIM_CUTOFF_SECONDS = 60.0
+RUN_RESERVE_SHARE = 0.1
 
 
 @dataclass
@@ -79,26 +88,47 @@ def process_pending(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
 ) -> RunReport:
+    # A claim's final write is one storage call: a tenth of the run (at most 10 s) is kept for it.
+    with deadline(budget_seconds, reserve_share=RUN_RESERVE_SHARE):
+        return _run(processor, owner, concurrency, budget_seconds, thread_initializer)
+
+
+def _run(
+    processor: RequestProcessor,
+    owner: str,
+    concurrency: int,
+    budget_seconds: float,
+    thread_initializer: Callable[[], None] | None,
+) -> RunReport:
     started = time.monotonic()
-    deadline = started + budget_seconds
+    run_deadline = started + budget_seconds
+    claims_until = run_deadline - min(CLAIM_CUTOFF_SECONDS, CLAIM_CUTOFF_SHARE * budget_seconds)
+    # (A lease shorter than twice the margin is a test's: settings allow 60 s at least.)
+    lease = processor.policy.lease_seconds
+    claim_seconds = lease - LEASE_MARGIN_SECONDS if lease > 2 * LEASE_MARGIN_SECONDS else budget_seconds
     report = RunReport()
     gate = _ThrottleGate()
     lock = threading.Lock()
     due = processor.store.due(processor.clock(), MAX_REQUESTS_PER_RUN)
     report.due = len(due)
 
+    out_of_time = threading.Event()  # a step ran out of time: the rest waits for the next run
+
     def work(stored: Stored) -> None:
-        if time.monotonic() >= deadline or not gate.wait(deadline):
+        if out_of_time.is_set() or time.monotonic() >= claims_until or not gate.wait(claims_until):
             with lock:
                 report.not_started += 1
             return
-        claimed = processor.claim(stored, owner)
-        if claimed is None:
-            with lock:
-                report.lost_claims += 1
-            return
-        step = processor.advance(claimed, stored.record.state)
+        with deadline(claim_seconds):  # the claim's calls end before its lease does
+            claimed = processor.claim(stored, owner)
+            if claimed is None:
+                with lock:
+                    report.lost_claims += 1
+                return
+            step = processor.advance(claimed, stored.record.state)
         result = step.stored.record
+        if result.last_error_type == DeadlineExceeded.slug:
+            out_of_time.set()
         if step.throttled_for is not None:
             gate.pause_until(time.monotonic() + step.throttled_for)
         with lock:
@@ -107,7 +137,7 @@ def process_pending(
     callbacks = processor.store.due_callbacks(processor.clock(), MAX_REQUESTS_PER_RUN)
 
     def deliver(stored: Stored) -> None:
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= claims_until:
             with lock:
                 report.not_started += 1
             return
@@ -118,7 +148,10 @@ def process_pending(
     with ThreadPoolExecutor(
         max_workers=concurrency, thread_name_prefix="pending", initializer=thread_initializer
     ) as pool:
-        jobs = [pool.submit(work, stored) for stored in due] + [pool.submit(deliver, stored) for stored in callbacks]
+        # Each job runs in a copy of this context: the run's deadline holds on the pool's threads.
+        jobs = [pool.submit(contextvars.copy_context().run, work, stored) for stored in due] + [
+            pool.submit(contextvars.copy_context().run, deliver, stored) for stored in callbacks
+        ]
         for future in jobs:
             try:
                 future.result()

@@ -1,0 +1,323 @@
+"""How long anything may take: the answer's deadline, and each outbound call's share of it.
+
+Every HTTP function answers within `HTTP_DEADLINE_SECONDS`, and a timer run stops within
+`PENDING_RUN_SECONDS`, whatever Key Vault, Entra, managed identity, Table Storage, Partner Center
+or a callback receiver do (hang, trickle a byte at a time, reset). The handler opens a
+`deadline(seconds)`; every outbound HTTP client in the app is a `DeadlineSession`, which gives each
+call `min(its cap below, the time left)` as connect and read timeouts AND a watchdog that shuts the
+connection when that time is up (a per-read timeout alone lets a trickle go on for ever). No call
+runs on a library default timeout.
+
+| call (client)                                   | cap per attempt               | attempts            |
+|-------------------------------------------------|-------------------------------|---------------------|
+| Key Vault get/set secret (`SecretClient`)       | `KEY_VAULT_SECONDS` = 5 s     | 2 (`retry_total=1`) |
+| managed identity token (`DefaultAzureCredential`)| `IDENTITY_SECONDS` = 5 s     | 2 (`retry_total=1`) |
+| Entra token grant (MSAL)                        | `ENTRA_SECONDS` = 10 s        | 1                   |
+| Table Storage operation (`TableClient`)         | `STORAGE_SECONDS` = 5 s       | 2 (`retry_total=1`) |
+| Partner Center call (`PartnerCenterClient`)     | 3.05 s + `PARTNER_CENTER_TIMEOUT_SECONDS` | 3 (*)   |
+| callback delivery, whole (connect, TLS, send, answer) | `CALLBACK_SECONDS` = 10 s | 1 per run (retried by the timer) |
+
+(*) 429/503 retried with Retry-After <= `PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS` and <= half the
+time left; one more connect attempt. The whole call, retries included, is held to
+`PartnerCenterClient.worst_case_seconds` and the deadline.
+
+Every call except a Table Storage write leaves a *reserve* (`RESERVE_SECONDS`, at most 30 % of
+the deadline) untouched, and every call leaves `ANSWER_MARGIN_SECONDS` (at most 10 %) to build and
+send the answer, so that when the other services hang there is still time to store the
+request's durable state and answer with it (`202` + `Retry-After`, state `pending` or
+`submitting`). A call with too little time left is not started: `DeadlineExceeded` (503 +
+Retry-After; the stored request is unaffected).
+
+The longest chain of calls one claim may make (`claim_chain_seconds`) is what a lease must
+outlast, so `REQUEST_LEASE_SECONDS` is checked against it at startup (`shared.settings`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import DeadlineExceeded
+
+if TYPE_CHECKING:
+    import requests
+    from urllib3.util.retry import Retry
+
+CONNECT_SECONDS = 3.05
+KEY_VAULT_SECONDS = 5.0
+IDENTITY_SECONDS = 5.0
+ENTRA_SECONDS = 10.0
+STORAGE_SECONDS = 5.0
+CALLBACK_SECONDS = 10.0
+AZURE_RETRY_TOTAL = 1  # azure-core's default is 3 retries of up to 300 s each
+RESERVE_SECONDS = 10.0  # kept back for the final durable writes of an answer
+RESERVE_SHARE = 0.3
+ANSWER_MARGIN_SECONDS = 1.0  # kept back from every call, final writes too: to build the answer
+ANSWER_MARGIN_SHARE = 0.1
+MIN_CALL_SECONDS = 0.2  # less than this left: do not start the call
+DEADLINE_RETRY_AFTER_SECONDS = 30
+LEASE_MARGIN_SECONDS = 10  # a claim's own deadline ends this long before its lease
+
+# Partner Center's own numbers live in `shared.partner_center.client`; repeated here only as the
+# inputs of the lease arithmetic below (a test keeps them equal).
+PARTNER_CENTER_ATTEMPTS = 3
+PARTNER_CENTER_CONNECT_ATTEMPTS = 1
+
+
+@dataclass(frozen=True)
+class _Budget:
+    ends_at: float
+    reserve: float  # kept back from every call but the final writes
+    margin: float  # kept back from every call: the time to build and send the answer
+
+
+_current: ContextVar[_Budget | None] = ContextVar("deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float, *, reserve_share: float = RESERVE_SHARE) -> Iterator[None]:
+    """Everything called inside (on this thread, or on threads run in a copy of this context)
+    finishes within `seconds`; nested deadlines only ever shorten it. `reserve_share`: the part
+    (at most `RESERVE_SECONDS`) kept for final writes."""
+    own = _Budget(
+        time.monotonic() + seconds,
+        min(RESERVE_SECONDS, reserve_share * seconds),
+        min(ANSWER_MARGIN_SECONDS, ANSWER_MARGIN_SHARE * seconds),
+    )
+    outer = _current.get()
+    # Whichever ends first holds, with its own reserve and margin.
+    token = _current.set(outer if outer is not None and outer.ends_at <= own.ends_at else own)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left before the current deadline; None outside any deadline."""
+    budget = _current.get()
+    return None if budget is None else budget.ends_at - time.monotonic()
+
+
+def call_seconds(cap: float, *, final_write: bool = False) -> float:
+    """How long the next call may take: its cap, cut to the time left (minus the reserve unless it
+    is one of the answer's final writes); `DeadlineExceeded` if that is too little to start."""
+    budget = _current.get()
+    if budget is None:
+        return cap
+    left = _usable(budget, final_write)
+    if left < MIN_CALL_SECONDS:
+        raise DeadlineExceeded(
+            "No time was left within the answer's deadline for this step", retry_after=DEADLINE_RETRY_AFTER_SECONDS
+        )
+    return min(cap, left)
+
+
+def expired(*, final_write: bool = False) -> bool:
+    """True when `call_seconds` would refuse a call now (a failure then is the deadline's doing)."""
+    budget = _current.get()
+    if budget is None:
+        return False
+    return _usable(budget, final_write) < MIN_CALL_SECONDS
+
+
+def _usable(budget: _Budget, final_write: bool) -> float:
+    kept = budget.margin if final_write else max(budget.reserve, budget.margin)
+    return budget.ends_at - time.monotonic() - kept
+
+
+def claim_chain_seconds(partner_center_read_seconds: float, max_retry_after_seconds: float) -> float:
+    """The longest chain of calls one claim needs: an App+User token (three Key Vault reads, the
+    managed identity token, the Entra grant, the refresh token written back), the resolve-first
+    eligibility and the create (each one Partner Center call with every inline retry spent), the
+    result's three writes and one callback. A claim never runs past `lease - LEASE_MARGIN_SECONDS`
+    (the timer gives each claim that deadline, and an HTTP answer is held to `HTTP_DEADLINE_SECONDS`),
+    so the startup check `REQUEST_LEASE_SECONDS >= max(this, HTTP_DEADLINE_SECONDS) + margin` says
+    that such a chain fits in a lease, and no lease expires while its holder is inside a call."""
+    partner_center_call = (
+        PARTNER_CENTER_ATTEMPTS * (CONNECT_SECONDS + partner_center_read_seconds)
+        + PARTNER_CENTER_CONNECT_ATTEMPTS * CONNECT_SECONDS
+        + (PARTNER_CENTER_ATTEMPTS - 1) * max_retry_after_seconds
+    )
+    token = 4 * KEY_VAULT_SECONDS + IDENTITY_SECONDS + ENTRA_SECONDS
+    writes = 3 * STORAGE_SECONDS
+    return token + 2 * partner_center_call + writes + CALLBACK_SECONDS
+
+
+# --- the watchdog: a connection still busy when its time is up is shut down ---
+
+
+class _Watch:
+    def __init__(self) -> None:
+        self.connections: list[Any] = []
+        self.fired = False
+        self.done = False  # the call finished: nothing to fire
+        self._lock = threading.Lock()
+
+    def add(self, connection: Any) -> None:
+        with self._lock:
+            self.connections.append(connection)
+            fired = self.fired
+        if fired:  # a retry after the time was up: do not even start it
+            raise TimeoutError("the call's deadline has passed")
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            connections = list(self.connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread for the whole process, firing watches at their times (a heap), instead
+    of a timer thread per call."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._counter = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watch, seconds: float) -> None:
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._counter), watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="deadline-watchdog", daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while self._due and (self._due[0][2].done or self._due[0][0] <= time.monotonic()):
+                    _, _, watch = heapq.heappop(self._due)
+                    if not watch.done:
+                        threading.Thread(target=watch.fire, daemon=True).start()  # never blocks the heap
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                self._wakeup.wait(wait)
+
+
+_watchdog = _Watchdog()
+_watching = threading.local()
+
+
+@contextmanager
+def bounded(seconds: float) -> Iterator[None]:
+    """Shut every connection this thread opens or uses inside, once `seconds` have passed: a
+    total deadline, not a per-read one. Nested calls keep the outer (earlier) watchdog."""
+    if getattr(_watching, "watch", None) is not None:
+        yield
+        return
+    watch = _Watch()
+    _watching.watch = watch
+    _watchdog.arm(watch, seconds)
+    try:
+        yield
+    finally:
+        watch.done = True
+        _watching.watch = None
+
+
+def _watch_connection(connection: Any) -> None:
+    watch = getattr(_watching, "watch", None)
+    if watch is not None:
+        watch.add(connection)
+
+
+def _capped(timeout: Any, seconds: float) -> tuple[float, float]:
+    """(connect, read) timeouts no longer than `seconds`, from whatever form the caller passed."""
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+    else:
+        connect, read = CONNECT_SECONDS, timeout
+    return (min(connect or CONNECT_SECONDS, seconds), min(read or seconds, seconds))
+
+
+def deadline_session(
+    cap: float, *, final_write: bool = False, retry: Retry | int = 0, pool_maxsize: int = 32, **pool_kwargs: Any
+) -> requests.Session:
+    """A `requests.Session` whose every call is held to `call_seconds(cap)`: timeouts and watchdog.
+    `pool_kwargs` go to urllib3's pools (e.g. `server_hostname` for a pinned address)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WatchedHTTPConnection(HTTPConnection):
+        def connect(self) -> None:
+            _watch_connection(self)
+            super().connect()
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch_connection(self)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(HTTPSConnection):
+        def connect(self) -> None:
+            _watch_connection(self)
+            super().connect()
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _watch_connection(self)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    class DeadlineAdapter(HTTPAdapter):
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **kwargs: Any) -> None:
+            super().init_poolmanager(connections, maxsize, block, **{**kwargs, **pool_kwargs})
+            self.poolmanager.pool_classes_by_scheme = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+    class DeadlineSession(requests.Session):
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            seconds = call_seconds(cap, final_write=final_write)
+            kwargs["timeout"] = _capped(kwargs.get("timeout"), seconds)
+            with bounded(seconds):
+                return super().send(request, **kwargs)
+
+    session = DeadlineSession()
+    adapter = DeadlineAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_maxsize)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def azure_transport(cap: float, *, final_write: bool = False, pool_maxsize: int = 32) -> Any:
+    """An azure-core transport over a `deadline_session` (Key Vault, Table Storage, identity)."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    session = deadline_session(cap, final_write=final_write, pool_maxsize=pool_maxsize)
+    return RequestsTransport(session=session, session_owner=True)
+
+
+def azure_client_options(cap: float) -> dict[str, Any]:
+    """Explicit timeouts and retries for an azure-core client (its defaults: 300 s read, 3 retries)."""
+    return {
+        "connection_timeout": min(CONNECT_SECONDS, cap),
+        "read_timeout": cap,
+        "retry_total": AZURE_RETRY_TOTAL,
+        "retry_backoff_factor": 0.2,
+        "retry_backoff_max": 1,
+    }

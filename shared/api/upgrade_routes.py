@@ -18,8 +18,9 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.api.caller_auth import Role, requires
 from shared.api.responses import json_response, problem_response
-from shared.correlation import CallContext, correlation_id_from
+from shared.correlation import CallContext, correlation_id_from, log_scope
 from shared.errors import UpgradeError
 from shared.identifiers import new_guid
 from shared.partner_center.exactly_once import final_state
@@ -47,29 +48,36 @@ def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        correlation_id = new_guid()
-        try:
-            correlation_id = correlation_id_from(req.headers)
-            return handler(req, correlation_id)
-        except UpgradeError as error:
-            log.warning(
-                "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
-                handler.__name__,
-                error.status,
-                error.slug,
-                correlation_id,
-                error.detail,
-            )
-            return problem_response(error, correlation_id)
-        except Exception:
-            log.exception("http.internal_error handler=%s correlation_id=%s", handler.__name__, correlation_id)
-            internal = UpgradeError(f"Internal error; quote correlation id {correlation_id} to the operators")
-            return problem_response(internal, correlation_id)
+        with log_scope():
+            return _handle(handler, req)
 
+    wrapper.handled = True  # type: ignore[attr-defined]  # read by the route-table test
     return wrapper
 
 
+def _handle(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    correlation_id = new_guid()
+    try:
+        correlation_id = correlation_id_from(req.headers)
+        return handler(req, correlation_id)
+    except UpgradeError as error:
+        log.warning(
+            "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
+            handler.__name__,
+            error.status,
+            error.slug,
+            correlation_id,
+            error.detail,
+        )
+        return problem_response(error, correlation_id)
+    except Exception:
+        log.exception("http.internal_error handler=%s correlation_id=%s", handler.__name__, correlation_id)
+        internal = UpgradeError(f"Internal error; quote correlation id {correlation_id} to the operators")
+        return problem_response(internal, correlation_id)
+
+
 @handled
+@requires(Role.READ)
 def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrades/{upgradeId}?customerId=...: Partner Center's status of the upgrade."""
     upgrade_id = upgrade_id_value(req.route_params.get("upgradeId"))
@@ -82,6 +90,7 @@ def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpR
 
 
 @handled
+@requires(Role.READ)
 def check_eligibility(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades/eligibility: can this customer be upgraded, and if not, why."""
     target = upgrade_target(read_json_object(req.headers, req.get_body(), ELIGIBILITY_FIELDS))

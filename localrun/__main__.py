@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from shared.local_settings import apply, load_local_settings
 
-from .embedded import EmbeddedServices, needs_embedded_defaults
+from .embedded import BOTH_ROLES, READ_ROLE, EmbeddedServices, needs_embedded_defaults
 
 if TYPE_CHECKING:
     from .http_host import FunctionHost
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     apply(load_local_settings(args.settings))
     embedded = EmbeddedServices() if needs_embedded_defaults(os.environ) else None
     if embedded is not None:
-        os.environ.update(embedded.start())
+        os.environ.update(embedded.start(os.environ))
         embedded.write_env_file(args.env_file, dict(os.environ))
 
     import function_app  # imported after settings are in place, as the host does
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_timers:
         host.timers.start()
     base = f"http://localhost:{port}"
-    print(banner(host, base, function_key, master_key, embedded is not None, args.env_file), flush=True)
+    print(banner(host, base, function_key, master_key, embedded, args.env_file), flush=True)
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -74,10 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def banner(host: FunctionHost, base: str, function_key: str, master_key: str, embedded: bool, env_file: Path) -> str:
-    lines = ["", f"Functions (key: {function_key}):"]
+def banner(
+    host: FunctionHost,
+    base: str,
+    function_key: str,
+    master_key: str,
+    embedded: EmbeddedServices | None,
+    env_file: Path,
+) -> str:
+    keyed = any(route.auth_level != "anonymous" for route in host.routes.http)
+    caller_auth = os.environ.get("CALLER_AUTH", "")
+    lines = [
+        "",
+        f"Functions (key: {function_key}):" if keyed else f"Functions (no function key; CALLER_AUTH={caller_auth!r}):",
+    ]
     for route in host.routes.http:
-        lines.append(f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]")
+        level = "" if route.auth_level == "anonymous" else f"  (auth level {route.auth_level})"
+        lines.append(
+            f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]{level}"
+        )
     for name in host.timers.names:
         lines.append(f"  timer {name} [{host.timers.schedule_of(name)}]: run now with")
         lines.append(f"        curl -X POST -H 'x-functions-key: {master_key}' {base}/admin/functions/{name}")
@@ -88,10 +103,21 @@ def banner(host: FunctionHost, base: str, function_key: str, master_key: str, em
     )
     lines += ["", f"Running on {mode}.", "Try:"]
     customer = str(uuid.uuid4())
+    body = f'{{"customerId": "{customer}", "productFamily": "Azure"}}'
+    if keyed:
+        credential = f"x-functions-key: {function_key}"
+    elif embedded is not None and caller_auth == "entra":
+        credential = f"Authorization: Bearer {embedded.caller_token(BOTH_ROLES)}"
+    else:
+        credential = "Authorization: Bearer <a Microsoft Entra ID token for CALLER_AUDIENCES>"
     lines.append(
-        f"  curl -s -X POST '{base}/api/product-upgrades' -H 'x-functions-key: {function_key}' "
-        f'-H \'Content-Type: application/json\' -d \'{{"customerId": "{customer}", "productFamily": "Azure"}}\''
+        f"  curl -s -X POST '{base}/api/product-upgrades' -H '{credential}' "
+        f"-H 'Content-Type: application/json' -d '{body}'"
     )
+    if not keyed and embedded is not None and caller_auth == "entra":
+        lines.append(f"(that token holds {' and '.join(BOTH_ROLES)}; a sandbox token with only {READ_ROLE}:")
+        lines.append(f"  {embedded.token_command((READ_ROLE,))}")
+        lines.append(")")
     if embedded:
         lines.append(
             f"Operator CLI on the same services: set -a; . {env_file}; set +a; .venv/bin/python -m shared.cli --help"

@@ -116,10 +116,11 @@ def openid_configuration(request: Request, state: SandboxState, tenant: str) -> 
 
 
 def jwks(request: Request, state: SandboxState, tenant: str) -> Response:
-    """``GET /{tenant}/discovery/v2.0/keys``: no keys, since id_tokens are unsigned."""
+    """``GET /{tenant}/discovery/v2.0/keys``: the keys that sign caller tokens (``caller_tokens``),
+    current and not yet retired. (MSAL's id_tokens stay unsigned: MSAL never verifies them.)"""
     if not _known_tenant(state, tenant):
         return _unknown_tenant(request, tenant)
-    return Response.json(200, {"keys": []}, _headers(request))
+    return Response.json(200, state.signing_keys.jwks(), _headers(request))
 
 
 def _id_token(state: SandboxState, client_id: str, lifetime: int) -> str:

@@ -11,6 +11,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
+from .caller_tokens import KeyRing
 from .customers import Customers
 from .faults import Faults
 from .recorder import CallLog
@@ -50,6 +51,8 @@ class SandboxState:
         self.faults = Faults()
         self.calls = CallLog()
         self.identity_header = secrets.token_urlsafe(32)
+        self.signing_keys = KeyRing()  # signs the app's callers' tokens; published at the jwks_uri
+        self.caller_tokens: list[str] = []
         self.stopping = threading.Event()
         # Known once the TLS server is bound (the port is chosen by the OS).
         self.base_url = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -189,7 +190,7 @@ def test_one_command_run_on_embedded_defaults():
         # The printed command gets a token with only ProductUpgrades.Read: it reads but cannot submit.
         command = next(line.strip() for line in lines if "/_sandbox/caller-tokens" in line)
         read_token = subprocess.run(
-            ["sh", "-c", command], capture_output=True, text=True, timeout=30, check=True
+            [shutil.which("sh") or "/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, check=True
         ).stdout.strip()
         read_only = {"Authorization": f"Bearer {read_token}"}
         assert http.get(reply.headers["Location"], headers=read_only, timeout=30).status_code in (200, 202)

@@ -235,3 +235,9 @@ def authenticator_for(settings: CallerSettings) -> CallerAuthenticator:
         if found is None:
             found = _authenticators[settings] = CallerAuthenticator(settings)
         return found
+
+
+def reset_authenticators() -> None:
+    """Forget every authenticator and its cached keys (tests; a restart does the same)."""
+    with _lock:
+        _authenticators.clear()

@@ -28,6 +28,11 @@ MIN_REFRESH_SECONDS = 60.0  # unknown kids: at most one refresh per minute per t
 MAX_AGE_SECONDS = 6 * 3600.0
 
 
+def _monotonic() -> float:
+    """The cache's clock (a module function, so a test can move it without touching `time`)."""
+    return time.monotonic()
+
+
 def metadata_url(authority_host: str, tenant_id: str) -> str:
     return f"{authority_host.rstrip('/')}/{tenant_id}/v2.0/.well-known/openid-configuration"
 
@@ -42,13 +47,13 @@ class SigningKeys:
         *,
         min_refresh_seconds: float = MIN_REFRESH_SECONDS,
         max_age_seconds: float = MAX_AGE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._metadata = metadata
         self._session = session
         self._min_refresh = min_refresh_seconds
         self._max_age = max_age_seconds
-        self._clock = clock
+        self._clock = clock or _monotonic
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._failed = False

@@ -531,3 +531,19 @@ def test_sandbox_metadata_and_keys_are_at_the_real_paths(sandbox):
     assert claims["roles"] == [READ]
     assert claims["tid"] == sandbox.tenant_id
     assert claims["exp"] - time.time() <= 120
+
+
+def test_timer_lines_of_a_queued_request_name_who_asked(api: Api, sandbox, entra_env, caplog, customer_id):
+    from shared.api.timer_trigger import process_pending
+
+    object_id = str(uuid.uuid4())
+    api.bearer = sandbox.caller_token(object_id=object_id)
+    reply = api.upgrade(customer_id, headers={"Prefer": "respond-async"})
+    assert reply.status == 202 and reply.json()["status"] == "pending"
+    caplog.clear()
+    process_pending()  # the timer: another thread, no HTTP caller bound
+    request_id = reply.json()["requestId"]
+    lines = [r.getMessage() for r in caplog.get_records("call") if f"request_id={request_id}" in r.getMessage()]
+    assert any(line.startswith("request.advanced") for line in lines), lines
+    assert all(f"caller_oid={object_id}" in line for line in lines), lines
+    assert sandbox.submissions(customer_id) == 1

@@ -80,7 +80,7 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         def wrapper(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
             caller = authenticate(req, role)
-            bind_caller_to_log_lines(caller.requested_by.object_id or caller.requested_by.auth_method)
+            bind_caller_to_log_lines(caller.requested_by.log_id)
             token = _current.set(caller)
             try:
                 return handler(req, correlation_id)

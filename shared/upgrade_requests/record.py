@@ -69,6 +69,13 @@ class RequestedBy:
     display_name: str | None = None
     tenant_id: str | None = None
 
+    @property
+    def log_id(self) -> str:
+        """What log lines name the caller by (`caller_oid=`): the object id, else how it came in."""
+        if self.object_id:
+            return self.object_id
+        return f"{self.auth_method}:{self.display_name}" if self.display_name else self.auth_method
+
     def public_view(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -179,6 +179,11 @@ class Sandbox:
         self._state.caller_tokens.append(token)
         return token
 
+    def assign_caller_roles(self, client_id: str, roles: tuple[str, ...] | list[str]) -> None:
+        """App roles of the API assigned to an application: what its client-credentials token for
+        ``api://csp-upgrades/.default`` (a caller audience) carries."""
+        self._state.caller_app_roles[client_id.lower()] = tuple(roles)
+
     def rotate_signing_keys(self, *, retire_old: bool = False) -> str:
         """Entra's key rollover: a new key is published and signs from now on; its kid."""
         return self._state.signing_keys.rotate(retire_old=retire_old)

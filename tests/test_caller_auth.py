@@ -547,3 +547,30 @@ def test_timer_lines_of_a_queued_request_name_who_asked(api: Api, sandbox, entra
     assert any(line.startswith("request.advanced") for line in lines), lines
     assert all(f"caller_oid={object_id}" in line for line in lines), lines
     assert sandbox.submissions(customer_id) == 1
+
+
+def test_client_credentials_from_the_sandbox_token_endpoint(api: Api, sandbox, entra_env, customer_id):
+    """What the HTTP action's "Active Directory OAuth" (or a webhook sender) does, with MSAL:
+    a client-credentials token for the API's Application ID URI, carrying the app's assigned roles."""
+    import msal
+
+    client = msal.ConfidentialClientApplication(
+        sandbox.app_id,
+        client_credential=sandbox.app_secret,
+        authority=sandbox.authority,
+        instance_discovery=False,
+    )
+    sandbox.assign_caller_roles(sandbox.app_id, [READ])
+    token = client.acquire_token_for_client(scopes=["api://csp-upgrades/.default"])["access_token"]
+    api.bearer = token
+    assert api.eligibility(customer_id).status == 200
+    assert api.upgrade(customer_id).status == 403  # Read only: cannot submit
+
+    sandbox.assign_caller_roles(sandbox.app_id, [SUBMIT, READ])
+    api.bearer = msal.ConfidentialClientApplication(
+        sandbox.app_id, client_credential=sandbox.app_secret, authority=sandbox.authority, instance_discovery=False
+    ).acquire_token_for_client(scopes=["api://csp-upgrades/.default"])["access_token"]
+    requested_by = api.upgrade(customer_id).json()["requestedBy"]
+    assert requested_by["kind"] == "application"
+    assert requested_by["appId"] == sandbox.app_id
+    assert requested_by["authMethod"] == "entra"

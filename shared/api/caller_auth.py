@@ -26,17 +26,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
-import jwt
-import requests
 
 from shared.correlation import bind_caller_to_log_lines
 from shared.errors import InsufficientRole, InvalidCallerToken
 from shared.runtime import get_caller_settings
 from shared.settings import ENTRA, FUNCTION_KEY, CallerSettings, caller_auth_mode
 from shared.upgrade_requests.record import APPLICATION, USER, RequestedBy
+
+if TYPE_CHECKING:  # PyJWT (with cryptography) and requests load on the first Entra call, not at import
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ def requires(role: Role) -> Callable[[Handler], Handler]:
             finally:
                 _current.reset(token)
 
-        wrapper.required_role = role  # type: ignore[attr-defined]  # read by the route-table test
         return wrapper
 
     return decorate
@@ -142,6 +142,8 @@ class CallerAuthenticator:
     """Validates bearer tokens for one `CallerSettings`; holds each tenant's signing keys."""
 
     def __init__(self, settings: CallerSettings, session: requests.Session | None = None) -> None:
+        import requests
+
         from shared.api.signing_keys import SigningKeys, metadata_url
 
         self.settings = settings
@@ -152,6 +154,8 @@ class CallerAuthenticator:
         }
 
     def caller(self, req: func.HttpRequest) -> Caller:
+        import jwt
+
         token = self._bearer_token(req)
         try:
             header = jwt.get_unverified_header(token)

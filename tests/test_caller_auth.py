@@ -8,6 +8,7 @@ with its own code path, fetching the keys over TLS as it would from login.micros
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -66,8 +67,14 @@ def claims_for(sandbox, **fields: Any) -> dict[str, Any]:
     return caller_claims(CallerTokenRequest(**fields), sandbox.base_url, sandbox.tenant_id)
 
 
+@functools.cache
+def attacker_key() -> Any:
+    """A key the sandbox never published (one per process: RSA key generation is CPU-heavy)."""
+    return new_rsa_key()
+
+
 def attacker_signed(claims: dict[str, Any], kid: str, extra_header: dict[str, Any] | None = None) -> str:
-    return jwt.encode(claims, new_rsa_key(), algorithm="RS256", headers={"kid": kid, **(extra_header or {})})
+    return jwt.encode(claims, attacker_key(), algorithm="RS256", headers={"kid": kid, **(extra_header or {})})
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ def _signed_by_real_key(sandbox, claims: dict[str, Any], algorithm: str) -> str:
 
 
 def _embedded_jwk_token(claims: dict[str, Any]) -> str:
-    attacker = new_rsa_key()
+    attacker = attacker_key()
     jwk = RSAAlgorithm.to_jwk(attacker.public_key(), as_dict=True)
     return jwt.encode(claims, attacker, algorithm="RS256", headers={"kid": "attacker", "jwk": jwk})
 

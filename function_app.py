@@ -6,9 +6,12 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 import azure.functions as func
 
 from shared.api import request_routes, timer_trigger, upgrade_routes
+from shared.api.caller_auth import host_auth_level
 from shared.settings import PENDING_SCHEDULE_BINDING
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# FUNCTION (a function key at the host) only with CALLER_AUTH=function-key; otherwise ANONYMOUS and
+# each route checks the caller's Entra token and app role itself (see shared/api/caller_auth.py).
+app = func.FunctionApp(http_auth_level=host_auth_level())
 
 
 @app.function_name("submit_product_upgrade")

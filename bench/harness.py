@@ -85,6 +85,9 @@ def app_environment() -> Iterator[Env]:
                 "UPGRADE_REQUESTS_TABLE": "t" + uuid.uuid4().hex[:20],
                 "PARTNER_CENTER_TIMEOUT_SECONDS": "2",
                 "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS": "2",
+                # As tests/conftest.py: the functions are called as the host would after checking a
+                # function key (CALLER_AUTH unset would fail closed: every route a 500).
+                "CALLER_AUTH": "function-key",
             }
             os.environ.update(settings)
             reset_runtime()

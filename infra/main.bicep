@@ -47,6 +47,9 @@ param maximumInstanceCount int = 40
 @description('Resource group name; default rg-{environmentName}.')
 param resourceGroupName string = ''
 
+@description('Application ID URI of the API\'s app registration: the audience of caller tokens (CALLER_AUDIENCES). Default api://csp-upgrades-{environmentName}.')
+param callerApplicationIdUri string = ''
+
 // The code's defaults (shared/settings.py) for every optional setting except UPGRADE_REQUESTS_TABLE
 // (a parameter above, because the table is created here). tests/test_infra.py checks they agree.
 var settingDefaults = {
@@ -129,6 +132,18 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
+// Who may call: the API's app registration with its two app roles (Microsoft Graph extension).
+module callerApp 'modules/callerapp.bicep' = {
+  name: 'callerapp'
+  scope: rg
+  params: {
+    uniqueName: 'csp-product-upgrades-${resourceToken}'
+    displayName: 'CSP product upgrades API (${environmentName})'
+    applicationIdUri: !empty(callerApplicationIdUri) ? callerApplicationIdUri : 'api://csp-upgrades-${environmentName}'
+    idSeed: '${subscription().id}/${environmentName}'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -147,6 +162,8 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     partnerTenantId: partnerTenantId
     upgradeRequestsTable: storage.outputs.tableName
+    callerAudiences: callerApp.outputs.audiences
+    callerTenantIds: tenant().tenantId
     settings: union(settingDefaults, appSettingOverrides)
     maximumInstanceCount: maximumInstanceCount
   }
@@ -166,3 +183,7 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.workspaceName
 output FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output PARTNER_TENANT_ID string = partnerTenantId
+// For the connector (apiProperties.json resourceUri) and role assignments (docs/security.md).
+output CALLER_APPLICATION_ID_URI string = callerApp.outputs.applicationIdUri
+output CALLER_APP_CLIENT_ID string = callerApp.outputs.clientId
+output CALLER_AUDIENCES string = callerApp.outputs.audiences

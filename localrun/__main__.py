@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from shared.local_settings import apply, load_local_settings
 
-from .embedded import SHARED_ENV, EmbeddedServices, needs_embedded_defaults
+from .embedded import BOTH_ROLES, READ_ROLE, SHARED_ENV, EmbeddedServices, needs_embedded_defaults
 from .instance_state import InstanceState, StateInUse
 from .listener import listen
 from .preflight import EXAMPLE_FILE, expected_services, startup_problems
@@ -128,18 +128,19 @@ def main(argv: list[str] | None = None) -> int:
             function_app.app.get_functions(), function_key=function_key, master_key=master_key, listener=listener
         )
         if services is not None:
-            os.environ.update(services.start())
+            os.environ.update(services.start(os.environ))
             problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE, probe=False)
             if problems:
                 return _fail(["localrun: the embedded defaults are invalid:"] + [f"  - {p}" for p in problems])
         base = f"http://localhost:{port}"
+        auth = caller_header(host, services, function_key)
         exported = {name: os.environ.get(name, "") for name in SHARED_ENV}
         state.write_env(
             {
                 "BASE": base,
                 "KEY": function_key,
                 "MASTER_KEY": master_key,
-                "AUTH": f"x-functions-key: {function_key}",
+                "AUTH": auth,
                 "LOCALRUN_PID": str(os.getpid()),
                 "SANDBOX_URL": services.sandbox.base_url if services is not None else "",
                 **exported,
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         host.serve(args.host, port)
         if not args.no_timers:
             host.timers.start()
-        print(banner(host, base, function_key, master_key, services is not None, args.env_file), flush=True)
+        print(banner(host, base, function_key, master_key, services, args.env_file, auth), flush=True)
         stop.wait()
         return 0
     finally:
@@ -162,10 +163,41 @@ def main(argv: list[str] | None = None) -> int:
         state.release()
 
 
-def banner(host: FunctionHost, base: str, function_key: str, master_key: str, embedded: bool, env_file: Path) -> str:
-    lines = ["", f"Functions (KEY={function_key}):"]
+def is_keyed(host: FunctionHost) -> bool:
+    """Whether the host asks for function keys (CALLER_AUTH=function-key), else each route checks tokens."""
+    return any(route.auth_level != "anonymous" for route in host.routes.http)
+
+
+def caller_header(host: FunctionHost, services: EmbeddedServices | None, function_key: str) -> str:
+    """The header a caller sends (`AUTH` in the env file, the tour's `-H "$AUTH"`): the function key,
+    or on embedded defaults in `entra` mode a sandbox-signed token holding both app roles."""
+    if is_keyed(host):
+        return f"x-functions-key: {function_key}"
+    if services is not None and os.environ.get("CALLER_AUTH", "") == "entra":
+        return f"Authorization: Bearer {services.caller_token(BOTH_ROLES)}"
+    return "Authorization: Bearer <a Microsoft Entra ID token for CALLER_AUDIENCES>"
+
+
+def banner(
+    host: FunctionHost,
+    base: str,
+    function_key: str,
+    master_key: str,
+    embedded: EmbeddedServices | None,
+    env_file: Path,
+    auth: str,
+) -> str:
+    keyed = is_keyed(host)
+    caller_auth = os.environ.get("CALLER_AUTH", "")
+    lines = [
+        "",
+        f"Functions (key: {function_key}):" if keyed else f"Functions (no function key; CALLER_AUTH={caller_auth!r}):",
+    ]
     for route in host.routes.http:
-        lines.append(f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]")
+        level = "" if route.auth_level == "anonymous" else f"  (auth level {route.auth_level})"
+        lines.append(
+            f"  {','.join(sorted(route.methods)):<5} {base}/api/{route.template}  [{route.function_name}]{level}"
+        )
     for name in host.timers.names:
         lines.append(f"  timer {name} [{host.timers.describe(name)}]: run now with")
         lines.append(f'        curl -X POST -H "x-functions-key: $MASTER_KEY" $BASE/admin/functions/{name}')
@@ -185,14 +217,18 @@ def banner(host: FunctionHost, base: str, function_key: str, master_key: str, em
         f"  BASE={base}",
         f"  KEY={function_key}",
         f"  MASTER_KEY={master_key}",
-        f"  AUTH='x-functions-key: {function_key}'",
+        f"  AUTH='{auth}'",
         "Try:",
     ]
     customer = str(uuid.uuid4())
+    body = f'{{"customerId": "{customer}", "productFamily": "Azure"}}'
     lines.append(
-        f"  curl -s -X POST '{base}/api/product-upgrades' -H 'x-functions-key: {function_key}' "
-        f'-H \'Content-Type: application/json\' -d \'{{"customerId": "{customer}", "productFamily": "Azure"}}\''
+        f"  curl -s -X POST '{base}/api/product-upgrades' -H '{auth}' -H 'Content-Type: application/json' -d '{body}'"
     )
+    if not keyed and embedded is not None and caller_auth == "entra":
+        lines.append(f"(that token holds {' and '.join(BOTH_ROLES)}; a sandbox token with only {READ_ROLE}:")
+        lines.append(f"  {embedded.token_command((READ_ROLE,))}")
+        lines.append(")")
     lines.append("  .venv/bin/python -m shared.cli --help   # the operator CLI, on the same services")
     lines.append("Ctrl-C stops.")
     return "\n".join(lines)

@@ -107,3 +107,51 @@ def set_customer(request: Request, state: SandboxState, customer_id: str) -> Res
 def health(request: Request, state: SandboxState) -> Response:
     """``GET /_sandbox/health``: readiness probe for processes waiting on ``python -m sandbox``."""
     return Response.json(200, {"status": "ok", "base_url": state.base_url})
+
+
+_CALLER_TOKEN_FIELDS = (
+    "kind",
+    "roles",
+    "audience",
+    "tenant_id",
+    "version",
+    "lifetime",
+    "object_id",
+    "app_id",
+    "username",
+)
+
+
+def caller_token(request: Request, state: SandboxState) -> Response:
+    """``POST /_sandbox/caller-tokens`` with ``{"roles": [...], "kind": "user"|"application",
+    "audience": ..., "lifetime": seconds, ...}``: a signed caller token, as Entra would issue it
+    (the local runner's ready-made ``curl`` lines use this)."""
+    from .caller_tokens import CallerTokenRequest, caller_claims, sign
+
+    try:
+        fields = _json_body(request)
+        if not isinstance(fields, dict) or set(fields) - set(_CALLER_TOKEN_FIELDS):
+            return _bad(f"body must be a JSON object with fields among {', '.join(_CALLER_TOKEN_FIELDS)}")
+        if "roles" in fields:
+            fields["roles"] = tuple(str(role) for role in fields["roles"])
+        wanted = CallerTokenRequest(**fields)
+    except (ValueError, TypeError) as exc:
+        return _bad(f"invalid caller token request: {exc}")
+    if wanted.kind not in ("user", "application"):
+        return _bad('kind must be "user" or "application"')
+    token = sign(caller_claims(wanted, state.base_url, state.identities.tenant_id), state.signing_keys.current)
+    state.caller_tokens.append(token)
+    return Response.json(
+        200, {"token_type": "Bearer", "access_token": token, "expires_in": wanted.lifetime, "roles": list(wanted.roles)}
+    )
+
+
+def rotate_signing_keys(request: Request, state: SandboxState) -> Response:
+    """``POST /_sandbox/signing-keys/rotate`` (``{"retire_old": true}`` drops the old keys)."""
+    try:
+        options = _json_body(request)
+    except ValueError:
+        return _bad("body must be JSON")
+    retire = bool(options.get("retire_old")) if isinstance(options, dict) else False
+    kid = state.signing_keys.rotate(retire_old=retire)
+    return Response.json(200, {"kid": kid, "keys": [key["kid"] for key in state.signing_keys.jwks()["keys"]]})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from .error_bodies import entra_error
@@ -116,10 +117,11 @@ def openid_configuration(request: Request, state: SandboxState, tenant: str) -> 
 
 
 def jwks(request: Request, state: SandboxState, tenant: str) -> Response:
-    """``GET /{tenant}/discovery/v2.0/keys``: no keys, since id_tokens are unsigned."""
+    """``GET /{tenant}/discovery/v2.0/keys``: the keys that sign caller tokens (``caller_tokens``),
+    current and not yet retired. (MSAL's id_tokens stay unsigned: MSAL never verifies them.)"""
     if not _known_tenant(state, tenant):
         return _unknown_tenant(request, tenant)
-    return Response.json(200, {"keys": []}, _headers(request))
+    return Response.json(200, state.signing_keys.jwks(), _headers(request))
 
 
 def _id_token(state: SandboxState, client_id: str, lifetime: int) -> str:
@@ -339,6 +341,8 @@ def token_v2(request: Request, state: SandboxState, tenant: str) -> Response:
                 "(application ID URI).",
                 1002012,
             )
+        if resource in state.caller_audiences:
+            return _caller_app_token(request, state, client, resource, lifetime)
         record = state.tokens.issue_access_token(
             issuer="entra",
             resource=resource,
@@ -379,6 +383,25 @@ def token_v2(request: Request, state: SandboxState, tenant: str) -> Response:
         body["id_token"] = _id_token(state, client, lifetime)
     if form.get("client_info") == "1":
         body["client_info"] = _client_info(state)
+    return Response.json(200, body, _headers(request))
+
+
+def _caller_app_token(request: Request, state: SandboxState, client: str, audience: str, lifetime: int) -> Response:
+    """Client credentials for the API itself (what the HTTP action's "Active Directory OAuth" and a
+    webhook sender do): a signed JWT with the app roles assigned to this client."""
+    from .caller_tokens import CallerTokenRequest, caller_claims, sign
+
+    wanted = CallerTokenRequest(
+        kind="application",
+        roles=state.caller_app_roles.get(client.lower(), ()),
+        audience=audience,
+        app_id=client,
+        object_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-service-principal:{client.lower()}")),
+        lifetime=lifetime,
+    )
+    token = sign(caller_claims(wanted, state.base_url, state.identities.tenant_id), state.signing_keys.current)
+    state.caller_tokens.append(token)
+    body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
     return Response.json(200, body, _headers(request))
 
 

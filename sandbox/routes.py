@@ -81,6 +81,8 @@ def tls_routes() -> RouteTable:
             _route("POST", r"^/_sandbox/faults/?$", CONTROL, "faults", control.add_faults),
             _route("DELETE", r"^/_sandbox/faults/?$", CONTROL, "faults", control.clear_faults),
             _route("PUT", r"^/_sandbox/latency/?$", CONTROL, "latency", control.set_latency),
+            _route("POST", r"^/_sandbox/caller-tokens/?$", CONTROL, "caller_tokens", control.caller_token),
+            _route("POST", r"^/_sandbox/signing-keys/rotate/?$", CONTROL, "signing_keys", control.rotate_signing_keys),
             _route(
                 "PUT", r"^/_sandbox/customers/(?P<customer_id>[^/]+)/?$", CONTROL, "customers", control.set_customer
             ),

@@ -9,8 +9,9 @@ code has no test switches.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .caller_tokens import DEFAULT_AUDIENCE, CallerTokenRequest, caller_claims, sign
 from .dispatch import Dispatcher
 from .httpd import SandboxHTTPServer, ServerThread
 from .key_vault import challenge_resource
@@ -159,6 +160,43 @@ class Sandbox:
             "SSL_CERT_FILE": self.ca_bundle_path,
         }
 
+    def caller_env(self, audience: str = DEFAULT_AUDIENCE) -> dict[str, str]:
+        """The settings that make the app accept this sandbox's caller tokens (``CALLER_AUTH=entra``)."""
+        return {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": audience, "CALLER_TENANT_IDS": self.tenant_id}
+
+    # --- the app's own callers ---
+
+    def caller_token(self, request: CallerTokenRequest | None = None, **fields: Any) -> str:
+        """A signed caller token, as Entra issues it for the API (see ``CallerTokenRequest``:
+        kind, roles, audience, tenant, version, expiry ...), signed with the current key."""
+        wanted = request or CallerTokenRequest(**fields)
+        claims = caller_claims(wanted, self.base_url, self.tenant_id)
+        return self.sign_caller_claims(claims)
+
+    def sign_caller_claims(self, claims: dict[str, Any]) -> str:
+        """Sign exactly these claims with the current published key (for hand-made bad tokens)."""
+        token = sign(claims, self._state.signing_keys.current)
+        self._state.caller_tokens.append(token)
+        return token
+
+    def assign_caller_roles(self, client_id: str, roles: tuple[str, ...] | list[str]) -> None:
+        """App roles of the API assigned to an application: what its client-credentials token for
+        ``api://csp-upgrades/.default`` (a caller audience) carries."""
+        self._state.caller_app_roles[client_id.lower()] = tuple(roles)
+
+    def rotate_signing_keys(self, *, retire_old: bool = False) -> str:
+        """Entra's key rollover: a new key is published and signs from now on; its kid."""
+        return self._state.signing_keys.rotate(retire_old=retire_old)
+
+    @property
+    def signing_key_ids(self) -> list[str]:
+        return [key["kid"] for key in self._state.signing_keys.jwks()["keys"]]
+
+    @property
+    def current_signing_key(self) -> Any:
+        """The current ``SigningKey`` (kid + RSA private key), to forge tokens in tests."""
+        return self._state.signing_keys.current
+
     # --- identities and credentials ---
 
     @property
@@ -213,8 +251,8 @@ class Sandbox:
 
     @property
     def issued_access_tokens(self) -> list[str]:
-        """Every access token ever issued (Entra and managed identity), for leak scans."""
-        return self._state.tokens.access_tokens()
+        """Every access token ever issued (Entra, managed identity, callers), for leak scans."""
+        return [*self._state.tokens.access_tokens(), *self._state.caller_tokens]
 
     def seed_partner_credentials(self) -> None:
         """Store the app id, app secret and refresh token in the vault under the app's secret names."""

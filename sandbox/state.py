@@ -11,6 +11,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 
+from .caller_tokens import DEFAULT_AUDIENCE, KeyRing
 from .customers import Customers
 from .faults import Faults
 from .recorder import CallLog
@@ -50,6 +51,12 @@ class SandboxState:
         self.faults = Faults()
         self.calls = CallLog()
         self.identity_header = secrets.token_urlsafe(32)
+        self.signing_keys = KeyRing()  # signs the app's callers' tokens; published at the jwks_uri
+        self.caller_tokens: list[str] = []
+        # The API's app registration as Entra sees it: its audiences, and the app roles assigned
+        # to each client (client id -> roles) for client-credentials tokens.
+        self.caller_audiences: set[str] = {DEFAULT_AUDIENCE}
+        self.caller_app_roles: dict[str, tuple[str, ...]] = {}
         self.stopping = threading.Event()
         # Known once the TLS server is bound (the port is chosen by the OS).
         self.base_url = ""

@@ -3,7 +3,8 @@
 Layers, each importing only those below it (enforced by `lint-imports`, see docs/architecture.md):
 
 - `cli`: the operator CLI (`python -m shared.cli`).
-- `api`: the HTTP handlers per route group, their responses, and the timer trigger's body.
+- `api`: the HTTP handlers per route group, their responses, the timer trigger's body, and caller
+  sign-in (Entra ID bearer tokens, one app role per route).
 - `runtime`: the composition root: builds each client once per process from `settings`.
 - `webhooks`: outgoing completion callbacks (with their SSRF guard) and inbound signature checks.
 - `upgrade_requests`: durable requests: the record and its state machine, the Table Storage

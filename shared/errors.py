@@ -33,6 +33,7 @@ class UpgradeError(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.extensions: dict[str, Any] = dict(extensions or {})
+        self.headers: dict[str, str] = {}  # extra response headers (WWW-Authenticate on 401/403)
 
     @property
     def problem_type(self) -> str:
@@ -82,6 +83,29 @@ class Unauthorized(UpgradeError):
     status = 401
     slug = "unauthorized"
     title = "The request is not authenticated"
+
+
+class InvalidCallerToken(Unauthorized):
+    """The caller's bearer token is missing, expired, forged or not meant for this API (RFC 6750)."""
+
+    slug = "invalid-token"
+    title = "A valid Microsoft Entra ID bearer token is required"
+
+
+class InsufficientRole(UpgradeError):
+    """The token is valid but lacks the app role this operation needs (RFC 6750 insufficient_scope)."""
+
+    status = 403
+    slug = "insufficient-scope"
+    title = "The caller lacks the app role this operation needs"
+
+
+class SigningKeysUnavailable(UpgradeError):
+    """Entra's signing keys could not be read, so no token can be checked: refused, not trusted."""
+
+    status = 503
+    slug = "signing-keys-unavailable"
+    title = "Caller tokens cannot be checked right now; retry later"
 
 
 # --- Partner Center said no to a well-formed request (4xx chosen deliberately). ---

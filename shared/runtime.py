@@ -19,7 +19,7 @@ from shared.partner_center.client import PartnerCenterClient
 from shared.partner_center.exactly_once import UpgradeService
 from shared.partner_center.key_vault_secrets import SecretStore, build_secret_store
 from shared.partner_center.tokens import PartnerCenterTokens
-from shared.settings import Settings, load_settings
+from shared.settings import CallerSettings, Settings, load_caller_settings, load_settings
 from shared.upgrade_requests.intake import Intake
 from shared.upgrade_requests.processor import ProcessingPolicy, RequestProcessor
 from shared.upgrade_requests.store import RequestStore, build_request_store
@@ -40,6 +40,7 @@ class Runtime:
 
 
 _settings: Settings | None = None
+_caller_settings: CallerSettings | None = None
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 
@@ -55,6 +56,17 @@ def get_settings() -> Settings:
     return _settings
 
 
+def get_caller_settings() -> CallerSettings:
+    """CALLER_AUTH and its settings alone: the first thing every route reads, so a caller is
+    refused (or a bad CALLER_AUTH reported) before any other setting or client is touched."""
+    global _caller_settings
+    if _caller_settings is None:
+        with _lock:
+            if _caller_settings is None:
+                _caller_settings = load_caller_settings()
+    return _caller_settings
+
+
 def get_runtime() -> Runtime:
     """The shared runtime; raises ConfigurationError (naming each bad setting) if settings are wrong."""
     global _runtime
@@ -68,10 +80,11 @@ def get_runtime() -> Runtime:
 
 def reset_runtime() -> None:
     """Forget the shared runtime so the next call re-reads settings (tests, local runner reloads)."""
-    global _runtime, _settings
+    global _runtime, _settings, _caller_settings
     with _lock:
         _runtime = None
         _settings = None
+        _caller_settings = None
 
 
 def instance_name() -> str:

@@ -121,6 +121,24 @@ INBOUND_SIGNING_SECRET_NAME = Setting(
     "Key Vault secret (whsec_...) that inbound webhook senders sign with.",
 )
 
+CALLER_AUTH = Setting(
+    "CALLER_AUTH",
+    None,
+    "How callers prove who they are: `entra` (bearer token, what infra deploys) or `function-key`; "
+    "missing or unknown: every route answers only the configuration problem.",
+)
+CALLER_AUDIENCES = Setting(
+    "CALLER_AUDIENCES",
+    None,
+    "With `entra` (only then required): comma-separated accepted token audiences: the API's "
+    "Application ID URI (e.g. `api://csp-upgrades`) and/or its client id.",
+)
+CALLER_TENANT_IDS = Setting(
+    "CALLER_TENANT_IDS",
+    "",
+    "With `entra`: comma-separated tenant GUIDs whose tokens are accepted (empty: `PARTNER_TENANT_ID`).",
+)
+
 ALL_SETTINGS: tuple[Setting, ...] = (
     KEY_VAULT_URL,
     PARTNER_TENANT_ID,
@@ -147,6 +165,9 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     CALLBACK_MAX_ATTEMPTS,
     INBOUND_SIGNATURES_REQUIRED,
     INBOUND_SIGNING_SECRET_NAME,
+    CALLER_AUTH,
+    CALLER_AUDIENCES,
+    CALLER_TENANT_IDS,
 )
 
 _SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$", re.ASCII)
@@ -390,3 +411,62 @@ def lease_problems(settings: Settings) -> list[str]:
         f"{settings.http_deadline_seconds}, plus a {LEASE_MARGIN_SECONDS} s margin), "
         f"got {settings.request_lease_seconds}"
     ]
+
+
+ENTRA = "entra"
+FUNCTION_KEY = "function-key"
+CALLER_AUTH_MODES = (ENTRA, FUNCTION_KEY)
+
+
+def caller_auth_mode(environ: Mapping[str, str] | None = None) -> str | None:
+    """`entra`, `function-key`, or None when CALLER_AUTH is missing or unknown. Read when
+    `function_app` is indexed (it fixes the host's auth level), so it never raises."""
+    try:
+        value = ((os.environ if environ is None else environ).get(CALLER_AUTH.name) or "").strip().lower()
+    except Exception:  # an unreadable environment fails closed, never the import
+        return None
+    return value if value in CALLER_AUTH_MODES else None
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """How callers are authenticated; build with `load_caller_settings`."""
+
+    mode: str
+    audiences: tuple[str, ...]
+    tenant_ids: tuple[str, ...]
+    authority_host: str
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+
+
+def load_caller_settings(environ: Mapping[str, str] | None = None) -> CallerSettings:
+    """CALLER_AUTH and, with `entra`, its audiences and tenants; one ConfigurationError naming
+    every problem. Separate from `load_settings`: the timer and the CLI never need it, and a
+    route must be able to refuse a caller before any other setting or client is touched."""
+    read = _Reader(os.environ if environ is None else environ)
+    raw_mode = read.raw(CALLER_AUTH)
+    mode = caller_auth_mode({CALLER_AUTH.name: raw_mode}) or ""
+    if raw_mode and not mode:
+        read.problems.append(f"{CALLER_AUTH.name} must be one of {', '.join(CALLER_AUTH_MODES)}, got {raw_mode!r}")
+    audiences: tuple[str, ...] = ()
+    tenant_ids: tuple[str, ...] = ()
+    authority_host = ""
+    if mode == ENTRA:
+        audiences = _csv(read.raw(CALLER_AUDIENCES))
+        if not audiences and not read.problems:
+            read.problems.append(f"{CALLER_AUDIENCES.name} lists no audience")
+        tenant_ids = tuple(t.lower() for t in _csv(read.raw(CALLER_TENANT_IDS) or read.raw(PARTNER_TENANT_ID)))
+        if not tenant_ids:
+            read.problems.append(f"{CALLER_TENANT_IDS.name} (or {PARTNER_TENANT_ID.name}) is required")
+        for tenant in tenant_ids:
+            if not is_guid(tenant):
+                read.problems.append(
+                    f"{CALLER_TENANT_IDS.name} must list tenant GUIDs (tokens carry the GUID), got {tenant!r}"
+                )
+        authority_host = read.https_url(AZURE_AUTHORITY_HOST)
+    if read.problems:
+        raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))
+    return CallerSettings(mode=mode, audiences=audiences, tenant_ids=tenant_ids, authority_host=authority_host)

@@ -66,6 +66,9 @@ def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch)
         "UPGRADE_REQUESTS_TABLE": "t" + uuid.uuid4().hex[:20],
         "PARTNER_CENTER_TIMEOUT_SECONDS": "2",
         "PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS": "2",
+        # Existing tests call the functions as the host would after checking a function key;
+        # tests of Entra callers (test_caller_auth.py) switch to `entra` with `entra_env`.
+        "CALLER_AUTH": "function-key",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -108,9 +111,43 @@ _index_lock = threading.Lock()
 
 @functools.cache
 def _indexed() -> dict[str, Any]:
-    import function_app
+    """Indexed with CALLER_AUTH=function-key, whatever the first test to get here set: the host
+    auth level is fixed at import (tests of the other modes use `index_function_app`)."""
+    import os
 
+    previous = os.environ.get("CALLER_AUTH")
+    os.environ["CALLER_AUTH"] = "function-key"
+    try:
+        import function_app
+    finally:
+        if previous is None:
+            del os.environ["CALLER_AUTH"]
+        else:
+            os.environ["CALLER_AUTH"] = previous
     return {candidate.get_function_name(): candidate for candidate in function_app.app.get_functions()}
+
+
+def index_function_app(caller_auth: str | None) -> dict[str, Any]:
+    """A fresh copy of function_app.py indexed under this CALLER_AUTH (None: unset), as the host
+    would index it in a worker with that setting; its functions by name."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    previous = os.environ.pop("CALLER_AUTH", None)
+    if caller_auth is not None:
+        os.environ["CALLER_AUTH"] = caller_auth
+    try:
+        path = Path(__file__).resolve().parent.parent / "function_app.py"
+        spec = importlib.util.spec_from_file_location(f"function_app_{uuid.uuid4().hex}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.pop("CALLER_AUTH", None)
+        if previous is not None:
+            os.environ["CALLER_AUTH"] = previous
+    return {candidate.get_function_name(): candidate for candidate in module.app.get_functions()}
 
 
 def registered_functions() -> dict[str, Any]:
@@ -144,6 +181,7 @@ class Api:
 
     def __init__(self, exchange: Exchange) -> None:
         self._exchange = exchange
+        self.bearer: str | None = None  # sent as `Authorization: Bearer ...` unless a call sets its own
 
     def call(
         self,
@@ -158,6 +196,8 @@ class Api:
         route_params: dict[str, str] | None = None,
     ) -> Reply:
         all_headers = dict(headers or {})
+        if self.bearer and not any(name.lower() == "authorization" for name in all_headers):
+            all_headers["Authorization"] = f"Bearer {self.bearer}"
         if json_body is not None:
             body = json.dumps(json_body).encode()
             all_headers.setdefault("Content-Type", "application/json")

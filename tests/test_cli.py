@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -264,3 +267,65 @@ def test_a_command_registered_by_another_module_gets_the_global_flags(monkeypatc
     monkeypatch.setattr(cli, "build_parser", with_extra_command)
     assert main(["hello", "--json", "-v", "--settings", "/nonexistent.json"]) == exit_codes.OK
     assert json.loads(capsys.readouterr().out) == {"json": True, "verbose": True}
+
+
+# --- who ran it ---
+
+
+def fake_az(tmp_path, monkeypatch, script: str) -> None:
+    """An `az` executable first on PATH (the Azure CLI is not installed here)."""
+    az = tmp_path / "az"
+    az.write_text("#!/bin/sh\n" + script + "\n")
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
+
+
+def test_upgrade_records_the_os_operator_when_there_is_no_azure_cli(app_env, capsys, customer_id, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no az anywhere
+    code, body = run(capsys, "upgrade", "--customer-id", customer_id)
+    assert code == exit_codes.OK
+    assert body["requestedBy"] == {
+        "kind": "user",
+        "objectId": None,
+        "appId": None,
+        "displayName": f"{getpass.getuser()}@{socket.gethostname()}",
+        "tenantId": None,
+        "authMethod": "cli",
+    }
+    _, status = run(capsys, "status", "--request-id", body["requestId"])
+    assert status["requestedBy"] == body["requestedBy"]  # stored, not just printed
+
+
+def test_upgrade_records_the_signed_in_azure_cli_account(app_env, capsys, customer_id, monkeypatch, tmp_path):
+    tenant = str(uuid.uuid4())
+    account = {"tenantId": tenant, "user": {"name": "ops@contosopartner.com", "type": "user"}}
+    fake_az(tmp_path, monkeypatch, f"echo '{json.dumps(account)}'")
+    _, body = run(capsys, "upgrade", "--customer-id", customer_id)
+    assert body["requestedBy"]["displayName"] == "ops@contosopartner.com"
+    assert body["requestedBy"]["tenantId"] == tenant
+    assert body["requestedBy"]["authMethod"] == "cli"
+
+
+@pytest.mark.parametrize("script", ["echo 'Please run az login' >&2; exit 1", "echo 'not json'"])
+def test_a_broken_or_signed_out_azure_cli_falls_back_to_the_os_user(
+    app_env, capsys, customer_id, monkeypatch, tmp_path, script
+):
+    fake_az(tmp_path, monkeypatch, script)
+    code, body = run(capsys, "upgrade", "--customer-id", customer_id)
+    assert code == exit_codes.OK
+    assert body["requestedBy"]["displayName"] == f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def test_batch_rows_record_the_operator(app_env, capsys, tmp_path, monkeypatch):
+    from shared.runtime import get_runtime
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    customers = [str(uuid.uuid4()) for _ in range(2)]
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text("customerId\n" + "\n".join(customers) + "\n")
+    code, _ = run(capsys, "batch", str(csv_file))
+    assert code == exit_codes.OK
+    stored = [r for r in get_runtime().store.all_records() if r.customer_id in customers]
+    assert len(stored) == 2
+    assert {r.requested_by.auth_method for r in stored if r.requested_by} == {"cli"}
+    assert all(r.requested_by is not None for r in stored)

@@ -64,12 +64,41 @@ def test_operation_is_complete_for_flow_makers(path, method, operation):
             assert "schema" in response, f"{method} {path} {code}"
 
 
-def test_operation_ids_are_unique_and_auth_is_the_function_key():
+def test_operation_ids_are_unique():
     ids = [operation["operationId"] for _, _, operation in operations()]
     assert len(ids) == len(set(ids))
-    assert SPEC["securityDefinitions"]["api_key"] == {"type": "apiKey", "in": "header", "name": "x-functions-key"}
-    properties = json.loads((CONNECTOR / "apiProperties.json").read_text())["properties"]
+
+
+def test_auth_is_oauth_with_entra_for_the_apps_application_id_uri():
+    """Each flow connection signs its user in (identity provider `aad`); the token's audience is
+    the API's Application ID URI, one of the app's CALLER_AUDIENCES."""
+    assert SPEC["security"] == [{"oauth2_auth": []}]
+    assert SPEC["securityDefinitions"]["oauth2_auth"]["type"] == "oauth2"
+    assert SPEC["securityDefinitions"]["oauth2_auth"]["flow"] == "accessCode"
+    oauth = json.loads((CONNECTOR / "apiProperties.json").read_text())["properties"]["connectionParameters"]["token"]
+    assert oauth["type"] == "oauthSetting"
+    settings = oauth["oAuthSettings"]
+    assert settings["identityProvider"] == "aad"
+    example = json.loads((CONNECTOR.parent / "local.settings.example.json").read_text())["Values"]
+    resource = settings["customParameters"]["resourceUri"]["value"]
+    assert resource in example["CALLER_AUDIENCES"].split(",")
+    assert settings["properties"]["AzureActiveDirectoryResourceId"] == resource
+
+
+FUNCTION_KEY_SCHEME = {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+
+
+def function_key_variant(spec: dict) -> dict:
+    """What docs/security.md's jq line makes of the definition for CALLER_AUTH=function-key."""
+    return {**spec, "securityDefinitions": {"api_key": FUNCTION_KEY_SCHEME}, "security": [{"api_key": []}]}
+
+
+def test_function_key_variant_is_valid_and_matches_its_properties():
+    validate(function_key_variant(SPEC))
+    properties = json.loads((CONNECTOR / "function-key" / "apiProperties.json").read_text())["properties"]
     assert properties["connectionParameters"]["api_key"]["type"] == "securestring"
+    docs = (CONNECTOR.parent / "docs" / "security.md").read_text()
+    assert "x-functions-key" in docs and "function-key/apiProperties.json" in docs
 
 
 def test_body_fields_match_what_the_api_accepts():

@@ -259,6 +259,8 @@ def check_setting_values(infra: Infra) -> list[str]:
     for setting in ALL_SETTINGS:
         if setting.default is None or setting is UPGRADE_REQUESTS_TABLE or setting.name not in values:
             continue  # absent: the code's default applies
+        if setting.name in CALLER_WIRING:
+            continue  # wired to the app registration: check_caller_identity
         got = render(values[setting.name])
         if got != f"settings.{setting.name}":
             problems.append(f"app setting {setting.name} is {got}, expected settings.{setting.name}")
@@ -269,6 +271,53 @@ def check_setting_values(infra: Infra) -> list[str]:
             )
     optional = {s.name for s in ALL_SETTINGS if s.default is not None}
     problems += [f"settingDefaults.{name} is not an optional setting of the code" for name in set(defaults) - optional]
+    return problems
+
+
+CALLER_ROLES = {"ProductUpgrades.Submit", "ProductUpgrades.Read"}
+# Caller settings and where their values must come from (main.bicep's names).
+CALLER_WIRING = {
+    "CALLER_AUDIENCES": "callerApp.outputs.audiences",
+    "CALLER_TENANT_IDS": "tenant().tenantId",
+}
+GRAPH_EXTENSION = "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:"
+
+
+def check_caller_identity(infra: Infra) -> list[str]:
+    """Callers sign in with Entra: CALLER_AUTH=entra, the audiences and tenant come from the API's
+    app registration, which defines both app roles (for users and applications), has an
+    Application ID URI, and requires a role assignment before it issues anyone a token."""
+    problems = []
+    site, values = app_settings(infra)
+    if render(values.get("CALLER_AUTH")) != "entra":
+        problems.append(f"app setting CALLER_AUTH is {render(values.get('CALLER_AUTH'))}, expected entra")
+    for name, wanted in CALLER_WIRING.items():
+        got = infra.traced(site.file, values.get(name))
+        if got != wanted:
+            problems.append(f"app setting {name} is {got}, expected {wanted}")
+    apps = infra.resources("Microsoft.Graph/applications")
+    if len(apps) != 1:
+        return [*problems, f"expected one Microsoft.Graph/applications (the API's app registration), found {len(apps)}"]
+    app = apps[0].body
+    roles = {render(role.get("value")): role for role in app.get("appRoles") or []}
+    for name in sorted(CALLER_ROLES - set(roles)):
+        problems.append(f"the app registration does not define the app role {name}")
+    for name, role in roles.items():
+        members = set(role.get("allowedMemberTypes") or [])
+        if name in CALLER_ROLES and members != {"User", "Application"}:
+            problems.append(f"app role {name} is for {sorted(members)}, expected User and Application")
+        if role.get("isEnabled") is not True:
+            problems.append(f"app role {name} is not enabled")
+    if not app.get("identifierUris"):
+        problems.append("the app registration has no Application ID URI (identifierUris): no token audience")
+    if app.get("signInAudience") != "AzureADMyOrg":
+        problems.append(f"the app registration's signInAudience is {app.get('signInAudience')!r}, not AzureADMyOrg")
+    principals = infra.resources("Microsoft.Graph/servicePrincipals")
+    if not principals or any(p.body.get("appRoleAssignmentRequired") is not True for p in principals):
+        problems.append("the API's service principal does not require an app role assignment")
+    config = json.loads(infra.texts.get("infra/bicepconfig.json", "{}"))
+    if not str((config.get("extensions") or {}).get("microsoftGraphV1", "")).startswith(GRAPH_EXTENSION):
+        problems.append("infra/bicepconfig.json does not declare the microsoftGraphV1 extension")
     return problems
 
 
@@ -443,6 +492,7 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "key_vault": check_key_vault,
     "flex_consumption": check_flex_consumption,
     "azd": check_azd,
+    "caller_identity": check_caller_identity,
 }
 
 
@@ -667,6 +717,62 @@ MUTATIONS = [
         [("azure.yaml", "host: function", "host: appservice")],
         "host: function",
         id="azd-host",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "functionapp.bicep",
+                "name: 'CALLER_AUTH'\n          value: 'entra'",
+                "name: 'CALLER_AUTH'\n          value: 'function-key'",
+            )
+        ],
+        "CALLER_AUTH is function-key, expected entra",
+        id="callers-by-function-key",
+    ),
+    pytest.param(
+        [(MODULE + "functionapp.bicep", "name: 'CALLER_AUTH'", "name: 'CALLER_AUTHENTICATION'")],
+        "required setting CALLER_AUTH is not set",
+        id="caller-auth-missing",
+    ),
+    pytest.param(
+        [(MAIN, "callerAudiences: callerApp.outputs.audiences", "callerAudiences: 'api://someone-else'")],
+        "CALLER_AUDIENCES is api://someone-else, expected callerApp.outputs.audiences",
+        id="audiences-not-the-app-registration",
+    ),
+    pytest.param(
+        [(MODULE + "callerapp.bicep", "value: 'ProductUpgrades.Read'", "value: 'ProductUpgrades.View'")],
+        "does not define the app role ProductUpgrades.Read",
+        id="read-role-missing",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "callerapp.bicep",
+                "value: 'ProductUpgrades.Submit'\n      displayName: 'Submit product upgrades'\n      description: "
+                "'Submit CSP customer upgrades to Azure plan and manage their completion callbacks.'\n"
+                "      allowedMemberTypes: [\n        'User'\n",
+                "value: 'ProductUpgrades.Submit'\n      displayName: 'Submit product upgrades'\n      description: "
+                "'Submit CSP customer upgrades to Azure plan and manage their completion callbacks.'\n"
+                "      allowedMemberTypes: [\n",
+            )
+        ],
+        "app role ProductUpgrades.Submit is for ['Application'], expected User and Application",
+        id="submit-role-apps-only",
+    ),
+    pytest.param(
+        [(MODULE + "callerapp.bicep", "appRoleAssignmentRequired: true", "appRoleAssignmentRequired: false")],
+        "does not require an app role assignment",
+        id="no-assignment-required",
+    ),
+    pytest.param(
+        [(MODULE + "callerapp.bicep", "signInAudience: 'AzureADMyOrg'", "signInAudience: 'AzureADMultipleOrgs'")],
+        "not AzureADMyOrg",
+        id="multi-tenant-registration",
+    ),
+    pytest.param(
+        [("infra/bicepconfig.json", '"microsoftGraphV1"', '"graph"')],
+        "microsoftGraphV1 extension",
+        id="graph-extension-undeclared",
     ),
 ]
 

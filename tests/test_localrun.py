@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -143,7 +144,7 @@ def test_templates_match_like_the_host():
 
 def test_one_command_run_on_embedded_defaults():
     """`python -m localrun` with no settings: starts Azurite + sandbox, prints a working curl line."""
-    env = {k: v for k, v in os.environ.items() if k not in ("KEY_VAULT_URL", "PARTNER_TENANT_ID")}
+    env = {k: v for k, v in os.environ.items() if k not in ("KEY_VAULT_URL", "PARTNER_TENANT_ID", "CALLER_AUTH")}
     port = free_port()
     process = subprocess.Popen(
         [
@@ -173,18 +174,29 @@ def test_one_command_run_on_embedded_defaults():
                 break
         output = "".join(lines)
         assert "embedded defaults" in output
-        curl = re.search(r"curl -s -X POST '([^']+)' -H 'x-functions-key: ([^']+)' .* -d '([^']+)'", output)
+        # Embedded defaults sign callers in with the sandbox's Entra: a bearer token, no function key.
+        curl = re.search(r"curl -s -X POST '([^']+)' -H 'Authorization: Bearer ([^']+)' .* -d '([^']+)'", output)
         assert curl, output
+        assert "x-functions-key" not in curl.group(0)
         http = requests.Session()
         http.trust_env = False
-        reply = http.post(
-            curl.group(1),
-            data=curl.group(3),
-            timeout=30,
-            headers={"x-functions-key": curl.group(2), "Content-Type": "application/json"},
-        )
+        url, token, body = curl.groups()
+        json_header = {"Content-Type": "application/json"}
+        assert http.post(url, data=body, timeout=30, headers=json_header).status_code == 401
+        reply = http.post(url, data=body, timeout=30, headers={"Authorization": f"Bearer {token}", **json_header})
         assert reply.status_code == 202
         assert re.fullmatch(r"[0-9a-f-]{36}", reply.json()["upgradeId"])
+        assert reply.json()["requestedBy"]["authMethod"] == "entra"
+        # The printed command gets a token with only ProductUpgrades.Read: it reads but cannot submit.
+        command = next(line.strip() for line in lines if "/_sandbox/caller-tokens" in line)
+        read_token = subprocess.run(
+            [shutil.which("sh") or "/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+        read_only = {"Authorization": f"Bearer {read_token}"}
+        assert http.get(reply.headers["Location"], headers=read_only, timeout=30).status_code in (200, 202)
+        refused = http.post(url, data=body, timeout=30, headers={**read_only, **json_header})
+        assert refused.status_code == 403
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
     finally:
         process.terminate()
         process.wait(timeout=30)

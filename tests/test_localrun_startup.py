@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -223,14 +224,19 @@ def test_sandbox_customer_control_on_a_running_runner(tmp_path):
     runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(env_file))
     try:
         wait_ready(runner)
-        saved = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines() if line)
+        saved = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1)
+            for line in env_file.read_text().splitlines()
+            if line
+        )
+        auth_name, auth_value = saved["AUTH"].split(": ", 1)  # the caller's header, whatever CALLER_AUTH is
         customer = str(uuid.uuid4())
 
         def eligibility() -> dict:
             reply = requests.post(
                 f"{saved['BASE']}/api/product-upgrades/eligibility",
                 json={"customerId": customer},
-                headers={"x-functions-key": saved["KEY"]},
+                headers={auth_name: auth_value},
                 timeout=30,
             )
             return reply.json()

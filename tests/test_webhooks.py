@@ -268,6 +268,14 @@ def test_signed_inbound_request_is_accepted_and_replays_are_idempotent(api: Api,
     headers = signed(inbound_secret, body)
     first = post_raw(api, body, headers)
     assert first.status == 202
+    assert first.json()["requestedBy"] == {
+        "kind": "application",
+        "objectId": None,
+        "appId": None,
+        "displayName": None,
+        "tenantId": None,
+        "authMethod": "signed-webhook",
+    }
     again = post_raw(api, body, headers)  # the sender retried the same delivery
     assert again.json()["requestId"] == first.json()["requestId"]
     assert sandbox.submissions(customer_id) == 1

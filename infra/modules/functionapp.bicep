@@ -37,6 +37,12 @@ param partnerTenantId string
 @description('Request table name (UPGRADE_REQUESTS_TABLE); the table is created by the storage module.')
 param upgradeRequestsTable string
 
+@description('CALLER_AUDIENCES: the API app registration\'s Application ID URI and client id.')
+param callerAudiences string
+
+@description('CALLER_TENANT_IDS: tenant GUIDs whose callers are accepted (the app registration\'s tenant).')
+param callerTenantIds string
+
 @description('The app\'s tunables by setting name (main.bicep: the code defaults merged with overrides).')
 param settings object
 
@@ -65,8 +71,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:The API is called by Power Automate flows and webhooks over the internet; callers authenticate with function keys over HTTPS only (TLS 1.2+)
-  // checkov:skip=CKV_AZURE_17:Callers authenticate with function keys. App Service only forwards a client certificate to the code, which would have to validate it; enabling it without that adds no security and breaks callers that have none
+  // checkov:skip=CKV_AZURE_222:The API is called by Power Automate flows and webhooks over the internet; callers authenticate with Microsoft Entra ID bearer tokens carrying an app role (CALLER_AUTH=entra), over HTTPS only (TLS 1.2+)
+  // checkov:skip=CKV_AZURE_17:Callers authenticate with Entra ID bearer tokens. App Service only forwards a client certificate to the code, which would have to validate it; enabling it without that adds no security and breaks callers that have none
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales per demand and has no fixed worker count (numberOfWorkers); a lost instance is replaced by the platform and its claimed requests are picked up after REQUEST_LEASE_SECONDS
   // checkov:skip=CKV_AZURE_213:Flex Consumption instances are managed by the Functions scale controller, not App Service health check; the app has no health route (its dependencies' failures are answered per request)
   name: name
@@ -153,6 +159,20 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'UPGRADE_REQUESTS_TABLE'
           value: upgradeRequestsTable
+        }
+        // Callers sign in with Entra ID: routes are anonymous at the host, and the app checks the
+        // bearer token and its app role itself (shared/api/caller_auth.py).
+        {
+          name: 'CALLER_AUTH'
+          value: 'entra'
+        }
+        {
+          name: 'CALLER_AUDIENCES'
+          value: callerAudiences
+        }
+        {
+          name: 'CALLER_TENANT_IDS'
+          value: callerTenantIds
         }
         {
           name: 'APP_ID_SECRET_NAME'

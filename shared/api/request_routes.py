@@ -9,16 +9,19 @@ problem+json (it is stored as `rejected`, and GET shows it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import quote, urljoin
 
 import azure.functions as func
 
+from shared.api.caller_auth import Role, current_caller, requires
 from shared.api.responses import json_response, problem_response
 from shared.api.upgrade_routes import UPGRADE_FIELDS, handled
 from shared.correlation import RESPONSE_CORRELATION_HEADER
 from shared.errors import NotFound, error_class_for
 from shared.runtime import get_runtime, get_settings
+from shared.settings import FUNCTION_KEY
 from shared.upgrade_requests.flow import accept_and_submit, refresh, set_callback
 from shared.upgrade_requests.intake import idempotency_key_hash
 from shared.upgrade_requests.record import REJECTED, SUBMITTED, UpgradeRequestRecord, utc_now
@@ -38,14 +41,18 @@ def wants_queue(req: func.HttpRequest) -> bool:
 
 
 @handled
+@requires(Role.SUBMIT)
 def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades: store the request, then (unless queued) submit it now."""
     settings = get_settings()  # input is checked before any storage or Key Vault client is built
     body = req.get_body()
     key = req.headers.get("idempotency-key")
+    requested_by = current_caller().requested_by
     if settings.inbound_signatures_required:
         webhook_id = verify_inbound(req.headers, body, get_runtime().secrets, settings.inbound_signing_secret_name)
         key = key or f"webhook:{webhook_id}"
+        if requested_by.auth_method == FUNCTION_KEY:  # the signature says more than the shared key
+            requested_by = replace(requested_by, auth_method="signed-webhook")
     document = read_json_object(req.headers, body, (*UPGRADE_FIELDS, "callbackUrl"))
     target = upgrade_target(document)
     callback_url = None
@@ -56,7 +63,13 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
     key_hash = idempotency_key_hash(key)
     queue = wants_queue(req)
     accepted = accept_and_submit(
-        get_runtime(), target, correlation_id, key_hash, queue=queue, callback_url=callback_url
+        get_runtime(),
+        target,
+        correlation_id,
+        key_hash,
+        queue=queue,
+        callback_url=callback_url,
+        requested_by=requested_by,
     )
     record = accepted.stored.record
     if record.state == REJECTED and not accepted.replayed:
@@ -66,6 +79,7 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
 
 
 @handled
+@requires(Role.READ)
 def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrade-requests/{requestId}: the stored request, refreshed from Partner Center
     when it has an upgrade id and is not final (the same step the timer would take)."""
@@ -78,6 +92,7 @@ def get_request(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse
 
 
 @handled
+@requires(Role.SUBMIT)
 def put_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """PUT product-upgrade-requests/{requestId}/callback {"url": ...}: subscribe to completion."""
     request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")
@@ -89,6 +104,7 @@ def put_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
 
 
 @handled
+@requires(Role.SUBMIT)
 def delete_callback(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """DELETE product-upgrade-requests/{requestId}/callback: unsubscribe (idempotent)."""
     request_id = upgrade_id_value(req.route_params.get("requestId"), field="requestId")

@@ -41,7 +41,7 @@ def problem_response(error: UpgradeError, correlation_id: str, instance: str | N
     }
     if instance:
         body["instance"] = instance
-    headers = {RESPONSE_CORRELATION_HEADER: correlation_id}
+    headers = {**error.headers, RESPONSE_CORRELATION_HEADER: correlation_id}
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
         body["retryAfterSeconds"] = error.retry_after

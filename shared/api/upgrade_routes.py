@@ -18,13 +18,15 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.api.caller_auth import Role, requires
 from shared.api.responses import json_response, problem_response
-from shared.correlation import CallContext, correlation_id_from
+from shared.correlation import CallContext, correlation_id_from, log_scope
 from shared.deadlines import deadline
-from shared.errors import UpgradeError
+from shared.errors import ConfigurationError, UpgradeError
 from shared.identifiers import new_guid
 from shared.partner_center.exactly_once import final_state
 from shared.runtime import get_runtime, get_settings
+from shared.settings import HTTP_DEADLINE_SECONDS
 from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
@@ -48,31 +50,47 @@ def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        correlation_id = new_guid()
-        try:
-            correlation_id = correlation_id_from(req.headers)
-            # Every outbound call inside gets its share of HTTP_DEADLINE_SECONDS (shared.deadlines).
-            with deadline(get_settings().http_deadline_seconds):
-                return handler(req, correlation_id)
-        except UpgradeError as error:
-            log.warning(
-                "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
-                handler.__name__,
-                error.status,
-                error.slug,
-                correlation_id,
-                error.detail,
-            )
-            return problem_response(error, correlation_id)
-        except Exception:
-            log.exception("http.internal_error handler=%s correlation_id=%s", handler.__name__, correlation_id)
-            internal = UpgradeError(f"Internal error; quote correlation id {correlation_id} to the operators")
-            return problem_response(internal, correlation_id)
+        with log_scope():
+            return _handle(handler, req)
 
     return wrapper
 
 
+def _handle(handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    correlation_id = new_guid()
+    try:
+        correlation_id = correlation_id_from(req.headers)
+        # Every outbound call inside gets its share of HTTP_DEADLINE_SECONDS (shared.deadlines).
+        with deadline(_http_deadline_seconds()):
+            return handler(req, correlation_id)
+    except UpgradeError as error:
+        log.warning(
+            "http.problem handler=%s status=%s type=%s correlation_id=%s detail=%s",
+            handler.__name__,
+            error.status,
+            error.slug,
+            correlation_id,
+            error.detail,
+        )
+        return problem_response(error, correlation_id)
+    except Exception:
+        log.exception("http.internal_error handler=%s correlation_id=%s", handler.__name__, correlation_id)
+        internal = UpgradeError(f"Internal error; quote correlation id {correlation_id} to the operators")
+        return problem_response(internal, correlation_id)
+
+
+def _http_deadline_seconds() -> int:
+    """The configured deadline; the default while the settings are invalid (the handler then checks
+    the caller first and answers the configuration problem, so no settings detail reaches a caller
+    who is not allowed in)."""
+    try:
+        return get_settings().http_deadline_seconds
+    except ConfigurationError:
+        return int(HTTP_DEADLINE_SECONDS.default or 100)
+
+
 @handled
+@requires(Role.READ)
 def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrades/{upgradeId}?customerId=...: Partner Center's status of the upgrade."""
     upgrade_id = upgrade_id_value(req.route_params.get("upgradeId"))
@@ -85,6 +103,7 @@ def get_upgrade_status(req: func.HttpRequest, correlation_id: str) -> func.HttpR
 
 
 @handled
+@requires(Role.READ)
 def check_eligibility(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """POST product-upgrades/eligibility: can this customer be upgraded, and if not, why."""
     target = upgrade_target(read_json_object(req.headers, req.get_body(), ELIGIBILITY_FIELDS))

@@ -17,11 +17,12 @@ from typing import Any
 
 from shared.cli import exit_codes
 from shared.cli.results_file import OUTPUT_FORMATS
-from shared.correlation import CallContext
+from shared.correlation import CallContext, log_scope
 from shared.errors import UpgradeError
 from shared.identifiers import new_guid
 from shared.local_settings import apply, check_local_env_is_live, load_local_settings
 from shared.upgrade_requests.intake import idempotency_key_hash
+from shared.upgrade_requests.record import RequestedBy
 from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         check_local_env_is_live()
         apply(load_local_settings(args.settings))
         handler = getattr(args, "handler", None) or getattr(args, "func", None) or COMMANDS[args.command]
-        return int(handler(args))
+        with log_scope():
+            return int(handler(args))
     except UpgradeError as error:
         _emit(
             args,
@@ -172,6 +174,16 @@ def _runtime() -> Any:
     return get_runtime()
 
 
+def _operator() -> RequestedBy:
+    """Who runs this command; also named on every log line from here on (`caller_oid=`)."""
+    from shared.cli.operator import current_operator
+    from shared.correlation import bind_caller_to_log_lines
+
+    operator = current_operator()
+    bind_caller_to_log_lines(operator.log_id)
+    return operator
+
+
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from shared.upgrade_requests.flow import accept_and_submit
 
@@ -195,7 +207,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             _emit(args, body, f"{target.customer_id}: {text}; nothing submitted")
             return exit_codes.OK if eligibility.upgrade_id else exit_codes.REFUSED
     key = idempotency_key_hash(args.idempotency_key) if args.idempotency_key else ""
-    accepted = accept_and_submit(runtime, target, new_guid(), key, queue=args.queue)
+    accepted = accept_and_submit(runtime, target, new_guid(), key, queue=args.queue, requested_by=_operator())
     record = accepted.stored.record
     view = {**record.public_view(), "replayed": accepted.replayed}
     summary = f"{record.customer_id}: request {record.request_id} is {record.state}"
@@ -264,7 +276,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"warning: {duplicate}", file=sys.stderr)
     runtime = _runtime()
     with tqdm(total=len(rows), unit="customer", file=sys.stderr, disable=None) as bar:
-        results = run_batch(runtime, rows, concurrency=args.concurrency, queue=args.queue, progress=bar.update)
+        results = run_batch(
+            runtime,
+            rows,
+            concurrency=args.concurrency,
+            queue=args.queue,
+            progress=bar.update,
+            requested_by=_operator(),
+        )
     write_results(results, output, output_format)
     by_status: dict[str, int] = {}
     for result in results:

@@ -19,6 +19,7 @@ from shared.identifiers import new_guid
 from shared.runtime import Runtime
 from shared.upgrade_requests.flow import accept_and_submit
 from shared.upgrade_requests.intake import idempotency_key_hash
+from shared.upgrade_requests.record import RequestedBy
 from shared.validation import UpgradeTarget, customer_id_value, product_family_value
 
 RESULT_FIELDS = (
@@ -85,6 +86,7 @@ def run_batch(
     concurrency: int,
     queue: bool,
     progress: Callable[[int], object] | None = None,
+    requested_by: RequestedBy | None = None,
 ) -> list[RowResult]:
     def one(item: tuple[int, dict[str, str]]) -> RowResult:
         line, row = item
@@ -92,7 +94,7 @@ def run_batch(
         try:
             target = UpgradeTarget(customer_id_value(result.customerId), product_family_value(result.productFamily))
             key = idempotency_key_hash(f"batch:{target.customer_id}:{target.product_family}")
-            accepted = accept_and_submit(runtime, target, new_guid(), key, queue=queue)
+            accepted = accept_and_submit(runtime, target, new_guid(), key, queue=queue, requested_by=requested_by)
             record = accepted.stored.record
             result.replayed = accepted.replayed
         except UpgradeError as error:

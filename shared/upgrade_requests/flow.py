@@ -12,6 +12,7 @@ from shared.upgrade_requests.record import PENDING, SUBMITTED, callback_fields, 
 from shared.upgrade_requests.store import RequestStore, WriteConflict
 
 if TYPE_CHECKING:
+    from shared.upgrade_requests.record import RequestedBy
     from shared.upgrade_requests.store import Stored
     from shared.validation import UpgradeTarget
 
@@ -40,9 +41,13 @@ def accept_and_submit(
     *,
     queue: bool,
     callback_url: str | None = None,
+    requested_by: RequestedBy | None = None,
 ) -> Accepted:
-    """Store the request (or find the one it replays); unless queued, submit a new one now."""
-    accepted = runtime.intake.accept(target, correlation_id, key_hash, queue=queue, callback_url=callback_url)
+    """Store the request (or find the one it replays); unless queued, submit a new one now.
+    `requested_by` is stored on a new request; a replay keeps the one who first asked."""
+    accepted = runtime.intake.accept(
+        target, correlation_id, key_hash, queue=queue, callback_url=callback_url, requested_by=requested_by
+    )
     if accepted.replayed:
         if callback_url and accepted.stored.record.callback_url != callback_url:
             return Accepted(set_callback(runtime, accepted.stored.record.request_id, callback_url), replayed=True)

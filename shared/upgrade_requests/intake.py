@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from shared.errors import Conflict, IdempotencyKeyReused, InvalidRequest
 from shared.identifiers import new_guid
-from shared.upgrade_requests.record import PENDING, SUBMITTING, body_fingerprint, new_record, utc_now
+from shared.upgrade_requests.record import PENDING, SUBMITTING, RequestedBy, body_fingerprint, new_record, utc_now
 from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict
 from shared.validation import UpgradeTarget
 
@@ -69,6 +69,7 @@ class Intake:
         *,
         queue: bool,
         callback_url: str | None = None,
+        requested_by: RequestedBy | None = None,
     ) -> Accepted:
         fingerprint = body_fingerprint(target.customer_id, target.product_family)
         request_id = new_guid()
@@ -97,6 +98,7 @@ class Intake:
                 lease_owner="" if queue else self._owner,
                 lease_seconds=0 if queue else self._lease_seconds,
                 callback_url=callback_url,
+                requested_by=requested_by,
             )
             try:
                 stored = self._store.create(record)
@@ -106,12 +108,18 @@ class Intake:
                     continue
                 return Accepted(current, replayed=True)
             log.info(
-                "request.accepted request_id=%s state=%s customer_id=%s correlation_id=%s queued=%s",
+                "request.accepted request_id=%s state=%s customer_id=%s product_family=%s correlation_id=%s "
+                "queued=%s requested_by_kind=%s requested_by_oid=%s requested_by_app=%s auth_method=%s",
                 request_id,
                 record.state,
                 target.customer_id,
+                target.product_family,
                 correlation_id,
                 queue,
+                requested_by.kind if requested_by else None,
+                requested_by.object_id if requested_by else None,
+                requested_by.app_id if requested_by else None,
+                requested_by.auth_method if requested_by else None,
             )
             return Accepted(stored, replayed=False)
         raise Conflict(

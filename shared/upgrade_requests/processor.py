@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from shared.correlation import CallContext
+from shared.correlation import CallContext, caller_on_log_lines
 from shared.errors import (
     ConfigurationError,
     CredentialsUnavailable,
@@ -118,7 +118,13 @@ class RequestProcessor:
             return None
 
     def advance(self, claimed: Stored, previous_state: str) -> Advanced:
-        """Do the next step for a claimed record and store the result."""
+        """Do the next step for a claimed record and store the result (its log lines name the
+        caller who asked, on the timer too: `caller_oid=`)."""
+        requested_by = claimed.record.requested_by
+        with caller_on_log_lines(requested_by.log_id if requested_by else None):
+            return self._advance(claimed, previous_state)
+
+    def _advance(self, claimed: Stored, previous_state: str) -> Advanced:
         record = claimed.record
         try:
             if record.state == SUBMITTED:

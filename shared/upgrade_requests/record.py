@@ -47,6 +47,57 @@ def body_fingerprint(customer_id: str, product_family: str) -> str:
     return hashlib.sha256(f"{customer_id}|{product_family}".encode()).hexdigest()
 
 
+USER = "user"
+APPLICATION = "application"
+AUTH_METHODS = ("entra", "function-key", "signed-webhook", "cli")
+
+
+@dataclass(frozen=True)
+class RequestedBy:
+    """Who asked for a request, for the audit that follows every billing question.
+
+    `kind`: `user` or `application`; `object_id`: the caller's Entra object id (`oid`);
+    `app_id`: the client application (`azp`/`appid`); `display_name`: `preferred_username`/`upn`
+    where the token has one (for the CLI: the operator); `auth_method`: how the caller proved it:
+    `entra`, `function-key`, `signed-webhook` or `cli`. Fields a method cannot know are None.
+    """
+
+    kind: str
+    auth_method: str
+    object_id: str | None = None
+    app_id: str | None = None
+    display_name: str | None = None
+    tenant_id: str | None = None
+
+    @property
+    def log_id(self) -> str:
+        """What log lines name the caller by (`caller_oid=`): the object id, else how it came in."""
+        if self.object_id:
+            return self.object_id
+        return f"{self.auth_method}:{self.display_name}" if self.display_name else self.auth_method
+
+    def public_view(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "objectId": self.object_id,
+            "appId": self.app_id,
+            "displayName": self.display_name,
+            "tenantId": self.tenant_id,
+            "authMethod": self.auth_method,
+        }
+
+    @classmethod
+    def from_public_view(cls, view: dict[str, Any]) -> RequestedBy:
+        return cls(
+            kind=str(view.get("kind") or ""),
+            auth_method=str(view.get("authMethod") or ""),
+            object_id=view.get("objectId"),
+            app_id=view.get("appId"),
+            display_name=view.get("displayName"),
+            tenant_id=view.get("tenantId"),
+        )
+
+
 @dataclass(frozen=True)
 class UpgradeRequestRecord:
     """One caller request to upgrade one customer, as stored."""
@@ -83,6 +134,7 @@ class UpgradeRequestRecord:
     callback_next_at: datetime | None = None
     callback_last_error: str | None = None
     callback_delivered_at: datetime | None = None
+    requested_by: RequestedBy | None = None  # None only on records stored before it existed
 
     @property
     def is_final(self) -> bool:
@@ -111,6 +163,7 @@ class UpgradeRequestRecord:
             "lastError": self.last_error,
             "lastErrorType": self.last_error_type,
             "queued": self.queued,
+            "requestedBy": self.requested_by.public_view() if self.requested_by else None,
             "createdAt": _iso(self.created_at),
             "updatedAt": _iso(self.updated_at),
             "submittedAt": _iso(self.submitted_at),
@@ -144,6 +197,7 @@ def new_record(
     lease_owner: str = "",
     lease_seconds: float = 0,
     callback_url: str | None = None,
+    requested_by: RequestedBy | None = None,
 ) -> UpgradeRequestRecord:
     now = utc_now()
     return UpgradeRequestRecord(
@@ -160,6 +214,7 @@ def new_record(
         lease_owner=lease_owner,
         idempotency_key_hash=idempotency_key_hash,
         queued=queued,
+        requested_by=requested_by,
         **(callback_fields(callback_url, now) if callback_url else {}),
     )
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.deadlines import IDENTITY_SECONDS, STORAGE_SECONDS, azure_client_options, azure_transport, expired
 from shared.errors import ConfigurationError, DeadlineExceeded, StorageUnavailable
-from shared.upgrade_requests.record import ACTIVE_STATES, UpgradeRequestRecord
+from shared.upgrade_requests.record import ACTIVE_STATES, RequestedBy, UpgradeRequestRecord
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -263,6 +263,8 @@ def _to_entity(record: UpgradeRequestRecord) -> dict[str, Any]:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
             value = json.dumps(value) if value else None
+        elif isinstance(value, RequestedBy):
+            value = json.dumps(value.public_view())
         if value is not None:
             entity[column] = value
     return entity
@@ -276,6 +278,8 @@ def _from_entity(entity: Mapping[str, Any]) -> UpgradeRequestRecord:
         value = entity[column]
         if name in _JSON_FIELDS:
             value = json.loads(value) if value else None
+        elif name == "requested_by":
+            value = RequestedBy.from_public_view(json.loads(value)) if value else None
         elif isinstance(value, datetime):
             value = datetime.fromtimestamp(value.timestamp(), UTC)
         values[name] = value

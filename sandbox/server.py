@@ -251,6 +251,15 @@ class Sandbox:
         """Forget every upgrade, submission count and MS-RequestId."""
         self._state.upgrades.clear()
 
+    def land_late(self) -> int:
+        """Process the requests ``land_late`` faults left unanswered (a create that took effect
+        after its caller gave up); returns how many landed. They are not recorded again."""
+        return self._state.land_late()
+
+    def forget_late(self) -> None:
+        """Drop parked ``land_late`` requests without processing them."""
+        self._state.forget_parked()
+
     def upgrade_ids(self, customer_id: str) -> list[str]:
         """Ids of the customer's upgrades, oldest first."""
         upgrades = sorted(self._state.upgrades.all_for(customer_id), key=lambda upgrade: upgrade.created_at)

@@ -195,9 +195,15 @@ class Sandbox:
         """Every refresh token ever issued (the consent-time one first), including revoked ones."""
         return self._state.tokens.refresh_tokens()
 
-    def revoke_refresh_tokens(self) -> None:
-        """All refresh tokens become invalid: the next refresh grant gets ``invalid_grant``."""
-        self._state.tokens.revoke_refresh_tokens()
+    def revoke_refresh_tokens(self, *, keep_latest_consent: bool = False) -> None:
+        """All refresh tokens become invalid: the next refresh grant gets ``invalid_grant``; with
+        ``keep_latest_consent``, all but the latest consent's chain (the token ``reconsent()``
+        issued and those rotated from it): the old consent is withdrawn after a re-consent."""
+        self._state.tokens.revoke_refresh_tokens(self._refresh_token if keep_latest_consent else None)
+
+    def refresh_token_is_valid(self, token: str | None) -> bool:
+        """Whether Entra would redeem this refresh token (issued here and not revoked)."""
+        return self._state.tokens.is_valid_refresh_token(token)
 
     def reconsent(self) -> str:
         """Simulate an admin re-consenting: a new valid refresh token (also stored in the vault if seeded)."""

@@ -282,6 +282,22 @@ def test_revoked_refresh_token_gives_invalid_grant_and_reconsent_recovers(sb: Sa
     assert "access_token" in msal_app(sb).acquire_token_by_refresh_token(fresh, scopes=[PC_SCOPE])
 
 
+def test_revoking_all_but_the_latest_consent_keeps_its_rotated_chain(sb: Sandbox, env: dict) -> None:
+    app = msal.ConfidentialClientApplication(
+        sb.app_id, client_credential=sb.app_secret, authority=sb.authority, instance_discovery=False
+    )
+    old = sb.refresh_token
+    old_rotated = app.acquire_token_by_refresh_token(old, scopes=[PC_SCOPE])["refresh_token"]
+    new = sb.reconsent()
+    new_rotated = app.acquire_token_by_refresh_token(new, scopes=[PC_SCOPE])["refresh_token"]
+    sb.revoke_refresh_tokens(keep_latest_consent=True)
+    assert not sb.refresh_token_is_valid(old) and not sb.refresh_token_is_valid(old_rotated)
+    assert sb.refresh_token_is_valid(new) and sb.refresh_token_is_valid(new_rotated)
+    assert app.acquire_token_by_refresh_token(old_rotated, scopes=[PC_SCOPE]).get("error") == "invalid_grant"
+    sb.revoke_refresh_tokens()
+    assert not sb.refresh_token_is_valid(new_rotated)
+
+
 def test_unknown_refresh_token_gives_invalid_grant(sb: Sandbox, env: dict) -> None:
     result = msal_app(sb).acquire_token_by_refresh_token("0.Anot-issued", scopes=[PC_SCOPE])
     assert result["error"] == "invalid_grant"

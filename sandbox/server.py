@@ -257,6 +257,11 @@ class Sandbox:
         """Forget every upgrade, submission count and MS-RequestId."""
         self._state.upgrades.clear()
 
+    def upgrade_states(self, customer_id: str) -> list[str]:
+        """States of the customer's upgrades ("in_progress", "complete", "failed"), oldest first."""
+        upgrades = sorted(self._state.upgrades.all_for(customer_id), key=lambda upgrade: upgrade.created_at)
+        return [upgrade.state for upgrade in upgrades]
+
     def land_late(self) -> int:
         """Process the requests ``land_late`` faults left unanswered (a create that took effect
         after its caller gave up); returns how many landed. They are not recorded again."""

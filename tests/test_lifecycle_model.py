@@ -309,9 +309,8 @@ class LifecycleModel(RuleBasedStateMachine):
     def timer(self, instance: str, time_passes: bool) -> None:
         if time_passes:
             self.world.time_passes()
-            self.step("time")
         self.world.timer(instance)
-        self.step("timer")
+        self.step("timer after time passed" if time_passes else "timer")
 
     # Partner Center faults (queued: each hits the next matching call), and late creates landing
 

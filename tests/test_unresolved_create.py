@@ -5,6 +5,7 @@ the sandbox and Azurite."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 
@@ -104,10 +105,27 @@ def test_an_unresolved_request_keeps_resolving_through_failed_eligibility(api: A
 
 
 @pytest.mark.parametrize("max_attempts", ["8", "1"])
-def test_b_a_202_without_location_stays_submitting(api: Api, sandbox, monkeypatch, customer_id, max_attempts):
-    """(b) Partner Center accepted the create (202) but sent no usable Location."""
+def test_b_a_202_without_location_is_resolved_by_eligibility(api: Api, sandbox, monkeypatch, customer_id, max_attempts):
+    """(b) Partner Center accepted the create (202) but sent no usable Location: the upgrade is
+    found through eligibility (never `pending`, never a second create)."""
     monkeypatch.setenv("PENDING_MAX_ATTEMPTS", max_attempts)
     sandbox.faults.add("create_upgrade", "process_without_location")
+    reply = api.upgrade(customer_id)
+    assert reply.status == 202
+    record = stored(reply.json()["requestId"])
+    assert (record.state, record.outcome) == ("submitted", "resolved")
+    assert [record.upgrade_id] == sandbox.upgrade_ids(customer_id)
+    assert [call.operation for call in sandbox.calls("partner_center")] == ["create_upgrade", "eligibility"]
+
+
+@pytest.mark.parametrize("max_attempts", ["8", "1"])
+def test_b_a_202_without_location_stays_submitting_until_resolved(
+    api: Api, sandbox, monkeypatch, customer_id, max_attempts
+):
+    """(b) ... and when that eligibility check fails, the request waits `submitting`, locked."""
+    monkeypatch.setenv("PENDING_MAX_ATTEMPTS", max_attempts)
+    sandbox.faults.add("create_upgrade", "process_without_location")
+    sandbox.faults.add("eligibility", "status", status=500)
     reply = api.upgrade(customer_id)
     assert reply.status == 202
     request_id = reply.json()["requestId"]
@@ -127,3 +145,18 @@ def test_a_second_request_for_the_customer_waits_for_the_unresolved_one(api: Api
     assert again.json()["requestId"] == first
     assert again.headers.get("idempotent-replayed") == "true"
     assert sandbox.calls("partner_center", "create_upgrade") == []
+
+
+def test_no_token_while_resolving_waits_for_the_operator_still_submitting(api: Api, sandbox, customer_id):
+    """Resolution stopped by credentials (an operator's problem): the request says so, and waits
+    `submitting` with its lock, not `pending`."""
+    assert api.eligibility(str(uuid.uuid4())).status == 200  # a warm instance: its token is cached
+    sandbox.faults.add("create_upgrade", "land_late")
+    sandbox.faults.add("eligibility", "status", status=401)  # Partner Center refuses the token ...
+    sandbox.faults.add("entra.token", "reset", count=3)  # ... and no new one can be had
+    request_id = api.upgrade(customer_id).json()["requestId"]
+    record = stored(request_id)
+    assert record.last_error_type == "credentials-unavailable", record.last_error
+    assert_unresolved_and_locked(request_id)
+    sandbox.land_late()
+    resolves_eligibility_first(sandbox, request_id, customer_id)

@@ -45,7 +45,9 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
     key = req.headers.get("idempotency-key")
     if settings.inbound_signatures_required:
         webhook_id = verify_inbound(req.headers, body, get_runtime().secrets, settings.inbound_signing_secret_name)
-        key = key or f"webhook:{webhook_id}"
+        # The signed webhook-id is THE idempotency key: an Idempotency-Key header is not signed, so
+        # a captured delivery replayed with a new one must still answer the original request.
+        key = f"webhook:{webhook_id}"
     document = read_json_object(req.headers, body, (*UPGRADE_FIELDS, "callbackUrl"))
     target = upgrade_target(document)
     callback_url = None

@@ -7,8 +7,8 @@ arrived (``process_then_hang`` / ``process_then_reset``). Two more make the life
 deterministic: ``land_late`` drops the connection unanswered and parks the request, which takes
 effect only when the test calls ``Sandbox.land_late()`` (a create that lands after the client gave
 up, at a moment the test chooses); ``process_without_location`` processes the call and answers
-without its ``Location`` header (a 202 the client cannot read an upgrade id from). Queued faults are consumed in the order
-they were added; a random mode supports chaos tests.
+without its ``Location`` header (a 202 the client cannot read an upgrade id from). Queued faults
+are consumed in the order they were added; a random mode supports chaos tests.
 """
 
 from __future__ import annotations

@@ -267,6 +267,11 @@ class Sandbox:
         after its caller gave up); returns how many landed. They are not recorded again."""
         return self._state.land_late()
 
+    @property
+    def late_waiting(self) -> int:
+        """How many ``land_late`` requests are parked, not landed yet."""
+        return self._state.parked()
+
     def forget_late(self) -> None:
         """Drop parked ``land_late`` requests without processing them."""
         self._state.forget_parked()

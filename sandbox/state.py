@@ -77,6 +77,10 @@ class SandboxState:
             process()
         return len(parked)
 
+    def parked(self) -> int:
+        with self._parked_lock:
+            return len(self._parked)
+
     def forget_parked(self) -> None:
         with self._parked_lock:
             self._parked.clear()

@@ -29,7 +29,14 @@ import pytest
 from azure.functions.timer import TimerRequest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from localrun.timers import call_function
 from sandbox import Sandbox
@@ -67,7 +74,9 @@ FAULT_CHOICES = [("create_upgrade", name) for name in sorted(CREATE_FAULTS)] + [
     (operation, name) for operation in ("eligibility", "upgrade_status") for name in sorted(QUERY_FAULTS)
 ]
 # A recorded create whose caller cannot know whether it took effect.
-AMBIGUOUS_FAULTS = frozenset({"reset", "process_then_reset", "process_then_hang", "land_late", "process_without_location"})
+AMBIGUOUS_FAULTS = frozenset(
+    {"reset", "process_then_reset", "process_then_hang", "land_late", "process_without_location"}
+)
 
 
 # --- the invariants, written once -------------------------------------------------------------
@@ -210,7 +219,9 @@ class World:
 
     def timer(self, instance: str) -> None:
         if instance == "a":  # the timer function as the host calls it, on the HTTP instance
-            call_function(function("process_pending_requests"), TimerRequest(past_due=False), "process_pending_requests")
+            call_function(
+                function("process_pending_requests"), TimerRequest(past_due=False), "process_pending_requests"
+            )
         else:
             process_pending(self.b.processor, owner="instance-b", concurrency=2, budget_seconds=30)
 
@@ -322,6 +333,7 @@ class LifecycleModel(RuleBasedStateMachine):
         self.world.sandbox.faults.add(f"partner_center.{operation}", spec.pop("kind"), **spec)
         self.step("fault")
 
+    @precondition(lambda self: self.world.sandbox.late_waiting > 0)
     @rule()
     def late_creates_land(self) -> None:
         self.world.sandbox.land_late()
@@ -342,7 +354,7 @@ class LifecycleModel(RuleBasedStateMachine):
         if claimed is not None and after_create and claimed.record.state == SUBMITTING:
             # What `advance` sends before it stores anything; the process dies before the store.
             with contextlib.suppress(Exception):
-                crashed._submit(claimed.record, resolve_first=stored.record.state == SUBMITTING)  # noqa: SLF001
+                crashed._submit(claimed.record, resolve_first=stored.record.state == SUBMITTING)
         self.step("crash")
 
     @rule(event=st.sampled_from(["tokens-expire", "reconsent", "reconsent-and-withdraw-old", "withdraw-old"]))
@@ -417,7 +429,7 @@ def run_model(sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch: pytes
         )
     finally:
         stats = CONTEXT["stats"]
-        print(f"lifecycle model: {json.dumps(stats.__dict__)}")  # noqa: T201 - the figures for the report
+        print(f"lifecycle model: {json.dumps(stats.__dict__)}")
         reset_runtime()
     return stats
 

@@ -668,6 +668,7 @@ def test_land_late_drops_the_answer_and_creates_only_when_landed(sb: Sandbox, pc
     with pytest.raises(requests.ConnectionError):
         pc.create(customer, request_id=request_id)
     assert sb.submissions(customer) == 0  # not yet: eligibility still says "no upgrade"
+    assert sb.late_waiting == 1
     assert "upgradeId" not in pc.eligibility(customer).json()
     (call,) = sb.calls("partner_center", "create_upgrade")
     assert (call.status, call.fault) == (0, "land_late")

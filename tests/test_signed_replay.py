@@ -24,7 +24,9 @@ def inbound_secret(app_env, sandbox, monkeypatch) -> str:
 
 
 @pytest.mark.parametrize("first_has_key", [False, True], ids=["first-without-key", "first-with-key"])
-def test_replay_with_a_new_idempotency_key_answers_the_original(api: Api, sandbox, inbound_secret, customer_id, first_has_key):
+def test_replay_with_a_new_idempotency_key_answers_the_original(
+    api: Api, sandbox, inbound_secret, customer_id, first_has_key
+):
     sandbox.customers.set(customer_id, eligible=False)  # final at once: the active lock no longer answers replays
     body = json.dumps({"customerId": customer_id}).encode()
     delivery = signed(inbound_secret, body)

@@ -61,7 +61,9 @@ def resolves_eligibility_first(sandbox, request_id: str, customer_id: str) -> No
 
 
 @pytest.mark.parametrize("max_attempts", ["8", "1"])
-def test_a_throttled_resend_after_a_lost_answer_stays_submitting(api: Api, sandbox, monkeypatch, customer_id, max_attempts):
+def test_a_throttled_resend_after_a_lost_answer_stays_submitting(
+    api: Api, sandbox, monkeypatch, customer_id, max_attempts
+):
     """(a) The answer is lost, eligibility says no upgrade yet, the resend (same MS-RequestId) gets 429."""
     monkeypatch.setenv("PENDING_MAX_ATTEMPTS", max_attempts)
     sandbox.faults.add("create_upgrade", "land_late")  # reached Partner Center; takes effect later

@@ -258,6 +258,8 @@ class LifecycleModel(RuleBasedStateMachine):
         sandbox.faults.clear()
         sandbox.forget_late()
         sandbox.reset_calls()
+        sandbox.revoke_refresh_tokens()  # each example starts from one valid consent in the vault
+        sandbox.reconsent()
         os.environ["UPGRADE_REQUESTS_TABLE"] = "m" + uuid.uuid4().hex[:20]
         os.environ["PENDING_MAX_ATTEMPTS"] = str(max_attempts)
         reset_runtime()
@@ -304,10 +306,12 @@ class LifecycleModel(RuleBasedStateMachine):
         self.step("post")
 
     @precondition(lambda self: bool(self.world.accepted))
-    @rule(pick=st.integers(0, 50))
-    def get(self, pick: int) -> None:
+    @rule(pick=st.integers(0, 50), times=st.integers(1, 2))
+    def get(self, pick: int, times: int) -> None:
         ids = sorted(self.world.accepted)
         request_id = ids[pick % len(ids)]
+        for _ in range(times - 1):
+            self.world.api.request_status(request_id)
         reply = self.world.api.request_status(request_id)
         assert reply.status in (200, 202), reply.body[:300]
         self.step("get")

@@ -123,6 +123,9 @@ def check_invariants(world: World) -> list[str]:
         for call in customer_calls
         if call.operation == "create_upgrade" and create_may_have_landed(call.status, call.fault)
     }
+    # I0: nothing accepted is lost: every request id a caller was given is stored.
+    lost = sorted(set(world.accepted) - set(records))
+    v.check(not lost, f"I0: accepted requests not stored: {lost}")
     for record in records.values():
         # I3: a request whose create may have landed is never `pending`, nor `failed` without an upgrade.
         if record.ms_request_id.lower() in landed:
@@ -223,7 +226,7 @@ class World:
             process_pending(self.b.processor, owner="instance-b", concurrency=2, budget_seconds=30)
 
     def active(self) -> list[UpgradeRequestRecord]:
-        return [record for record in self.store_records() if not record.is_final and record.request_id in self.accepted]
+        return [record for record in self.store_records() if not record.is_final]
 
     def drain(self) -> list[str]:
         """I5: faults stop (late creates land), time passes, both timers run until all is final."""

@@ -81,6 +81,8 @@ AMBIGUOUS_FAULTS = frozenset(
 
 def create_is_ambiguous(status: int, fault: str | None) -> bool:
     """No answer, a 500/502/504, or a 202 without a usable Location: the upgrade may exist."""
+    if fault == "process_without_location":  # only a 2xx loses something: a refusal is still a refusal
+        return 200 <= status < 300
     return fault in AMBIGUOUS_FAULTS or status == 0 or status in (500, 502, 504)
 
 

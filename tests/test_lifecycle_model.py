@@ -461,5 +461,6 @@ def test_lifecycle_model_bounded(app_env, sandbox: Sandbox, api: Api, exchange: 
 
 @pytest.mark.slow
 def test_lifecycle_model_long(app_env, sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch) -> None:
-    stats = run_model(sandbox, api, exchange, monkeypatch, max_examples=300, stateful_step_count=60)
-    assert stats.examples >= 300
+    # About 12 min on a quiet machine (50 examples of 30 steps took 3 min under load).
+    stats = run_model(sandbox, api, exchange, monkeypatch, max_examples=150, stateful_step_count=40)
+    assert stats.examples >= 150

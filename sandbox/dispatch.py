@@ -72,6 +72,12 @@ class Dispatcher:
             self._record(request, route.service, route.operation, arrived, response.status, fault)
             channel.send(response)
             return
+        if fault is not None and fault.kind == "land_late":
+            # Unanswered now; processed when the test lands it (`SandboxState.land_late`).
+            self._record(request, route.service, route.operation, arrived, 0, fault)
+            state.park(lambda: self._invoke(match, request))
+            channel.reset()
+            return
         if fault is not None and fault.kind == "delay" and state.wait(fault.seconds):
             channel.reset()
             return
@@ -83,6 +89,9 @@ class Dispatcher:
         self._record(request, route.service, route.operation, arrived, response.status, fault, response.replayed)
         if fault is not None and fault.kind == "process_then_reset":
             channel.reset()
+        elif fault is not None and fault.kind == "process_without_location":
+            response.headers.pop("Location", None)
+            channel.send(response)
         elif fault is not None and fault.kind == "process_then_hang":
             if state.wait(fault.seconds):
                 channel.reset()

@@ -304,7 +304,7 @@ def _redeem_refresh_token(
             70000,
         )
     # Entra hands out a new refresh token on every use and does not revoke the old one.
-    return state.tokens.issue_refresh_token(client_id) if state.rotate_refresh_token else presented
+    return state.tokens.issue_refresh_token(client_id, parent=presented) if state.rotate_refresh_token else presented
 
 
 def token_v2(request: Request, state: SandboxState, tenant: str) -> Response:

@@ -3,8 +3,12 @@
 The app's retry, timeout and idempotency logic can only be proven against failures, and the
 interesting ones are hard to provoke for real: a 429 with Retry-After, a connection reset, and
 above all the *ambiguous* create, where Partner Center accepted the upgrade but the answer never
-arrived (``process_then_hang`` / ``process_then_reset``). Queued faults are consumed in the order
-they were added; a random mode supports chaos tests.
+arrived (``process_then_hang`` / ``process_then_reset``). Two more make the lifecycle model test
+deterministic: ``land_late`` drops the connection unanswered and parks the request, which takes
+effect only when the test calls ``Sandbox.land_late()`` (a create that lands after the client gave
+up, at a moment the test chooses); ``process_without_location`` processes the call and answers
+without its ``Location`` header (a 202 the client cannot read an upgrade id from). Queued faults
+are consumed in the order they were added; a random mode supports chaos tests.
 """
 
 from __future__ import annotations
@@ -17,13 +21,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-KINDS = ("status", "delay", "reset", "process_then_hang", "process_then_reset")
+KINDS = (
+    "status",
+    "delay",
+    "reset",
+    "process_then_hang",
+    "process_then_reset",
+    "land_late",
+    "process_without_location",
+)
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "status": {"status": 503},
     "delay": {"seconds": 1.0},
     "reset": {},
     "process_then_hang": {"seconds": 30.0},
     "process_then_reset": {},
+    "land_late": {},
+    "process_without_location": {},
 }
 
 
@@ -50,7 +64,7 @@ class FaultAction:
     @property
     def processes_request(self) -> bool:
         """Whether the service handles the request (and changes state) despite the fault."""
-        return self.kind in ("delay", "process_then_hang", "process_then_reset")
+        return self.kind in ("delay", "process_then_hang", "process_then_reset", "process_without_location")
 
 
 @dataclass

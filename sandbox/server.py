@@ -233,9 +233,15 @@ class Sandbox:
         """Every refresh token ever issued (the consent-time one first), including revoked ones."""
         return self._state.tokens.refresh_tokens()
 
-    def revoke_refresh_tokens(self) -> None:
-        """All refresh tokens become invalid: the next refresh grant gets ``invalid_grant``."""
-        self._state.tokens.revoke_refresh_tokens()
+    def revoke_refresh_tokens(self, *, keep_latest_consent: bool = False) -> None:
+        """All refresh tokens become invalid: the next refresh grant gets ``invalid_grant``; with
+        ``keep_latest_consent``, all but the latest consent's chain (the token ``reconsent()``
+        issued and those rotated from it): the old consent is withdrawn after a re-consent."""
+        self._state.tokens.revoke_refresh_tokens(self._refresh_token if keep_latest_consent else None)
+
+    def refresh_token_is_valid(self, token: str | None) -> bool:
+        """Whether Entra would redeem this refresh token (issued here and not revoked)."""
+        return self._state.tokens.is_valid_refresh_token(token)
 
     def reconsent(self) -> str:
         """Simulate an admin re-consenting: a new valid refresh token (also stored in the vault if seeded)."""
@@ -288,6 +294,25 @@ class Sandbox:
     def reset_upgrades(self) -> None:
         """Forget every upgrade, submission count and MS-RequestId."""
         self._state.upgrades.clear()
+
+    def upgrade_states(self, customer_id: str) -> list[str]:
+        """States of the customer's upgrades ("in_progress", "complete", "failed"), oldest first."""
+        upgrades = sorted(self._state.upgrades.all_for(customer_id), key=lambda upgrade: upgrade.created_at)
+        return [upgrade.state for upgrade in upgrades]
+
+    def land_late(self) -> int:
+        """Process the requests ``land_late`` faults left unanswered (a create that took effect
+        after its caller gave up); returns how many landed. They are not recorded again."""
+        return self._state.land_late()
+
+    @property
+    def late_waiting(self) -> int:
+        """How many ``land_late`` requests are parked, not landed yet."""
+        return self._state.parked()
+
+    def forget_late(self) -> None:
+        """Drop parked ``land_late`` requests without processing them."""
+        self._state.forget_parked()
 
     def upgrade_ids(self, customer_id: str) -> list[str]:
         """Ids of the customer's upgrades, oldest first."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .caller_tokens import DEFAULT_AUDIENCE, KeyRing
@@ -67,6 +68,29 @@ class SandboxState:
         self.managed_identity_token_lifetime = 86400
         self.rotate_refresh_token = True
         self.location_style = "relative"
+        # Requests a `land_late` fault left unanswered, to be processed by `land_late()`.
+        self._parked: list[Callable[[], object]] = []
+        self._parked_lock = threading.Lock()
+
+    def park(self, process: Callable[[], object]) -> None:
+        with self._parked_lock:
+            self._parked.append(process)
+
+    def land_late(self) -> int:
+        """Process every parked request now, oldest first; how many there were."""
+        with self._parked_lock:
+            parked, self._parked = self._parked, []
+        for process in parked:
+            process()
+        return len(parked)
+
+    def parked(self) -> int:
+        with self._parked_lock:
+            return len(self._parked)
+
+    def forget_parked(self) -> None:
+        with self._parked_lock:
+            self._parked.clear()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` but wake at once when the sandbox stops; True if stopping."""

@@ -40,6 +40,7 @@ class RefreshTokenRecord:
     client_id: str
     issued_at: float
     revoked: bool = False
+    parent: str | None = None  # the refresh token this one was rotated from (None: a consent)
 
 
 def new_access_token() -> str:
@@ -107,15 +108,15 @@ class TokenStore:
 
     # --- refresh tokens ---
 
-    def add_refresh_token(self, token: str, client_id: str) -> RefreshTokenRecord:
-        record = RefreshTokenRecord(token=token, client_id=client_id, issued_at=time.time())
+    def add_refresh_token(self, token: str, client_id: str, parent: str | None = None) -> RefreshTokenRecord:
+        record = RefreshTokenRecord(token=token, client_id=client_id, issued_at=time.time(), parent=parent)
         with self._lock:
             self._refresh[token] = record
             self._refresh_order.append(token)
         return record
 
-    def issue_refresh_token(self, client_id: str) -> str:
-        return self.add_refresh_token(new_refresh_token(), client_id).token
+    def issue_refresh_token(self, client_id: str, parent: str | None = None) -> str:
+        return self.add_refresh_token(new_refresh_token(), client_id, parent).token
 
     def refresh_token(self, token: str | None) -> RefreshTokenRecord | None:
         if not token:
@@ -123,11 +124,25 @@ class TokenStore:
         with self._lock:
             return self._refresh.get(token)
 
-    def revoke_refresh_tokens(self) -> None:
-        """Every refresh token issued so far becomes invalid (consent withdrawn / expired)."""
+    def revoke_refresh_tokens(self, keep_chain_of: str | None = None) -> None:
+        """Every refresh token issued so far becomes invalid (consent withdrawn / expired), except,
+        with ``keep_chain_of``, that token and the tokens rotated from it (a newer consent's chain)."""
         with self._lock:
             for token, record in self._refresh.items():
-                self._refresh[token] = replace(record, revoked=True)
+                if keep_chain_of is None or not self._descends_from(token, keep_chain_of):
+                    self._refresh[token] = replace(record, revoked=True)
+
+    def _descends_from(self, token: str | None, ancestor: str) -> bool:
+        while token is not None:
+            if token == ancestor:
+                return True
+            record = self._refresh.get(token)
+            token = record.parent if record else None
+        return False
+
+    def is_valid_refresh_token(self, token: str | None) -> bool:
+        record = self.refresh_token(token)
+        return record is not None and not record.revoked
 
     def refresh_tokens(self) -> list[str]:
         """Every refresh token ever issued, oldest first (revoked ones included)."""

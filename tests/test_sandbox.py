@@ -282,6 +282,22 @@ def test_revoked_refresh_token_gives_invalid_grant_and_reconsent_recovers(sb: Sa
     assert "access_token" in msal_app(sb).acquire_token_by_refresh_token(fresh, scopes=[PC_SCOPE])
 
 
+def test_revoking_all_but_the_latest_consent_keeps_its_rotated_chain(sb: Sandbox, env: dict) -> None:
+    app = msal.ConfidentialClientApplication(
+        sb.app_id, client_credential=sb.app_secret, authority=sb.authority, instance_discovery=False
+    )
+    old = sb.refresh_token
+    old_rotated = app.acquire_token_by_refresh_token(old, scopes=[PC_SCOPE])["refresh_token"]
+    new = sb.reconsent()
+    new_rotated = app.acquire_token_by_refresh_token(new, scopes=[PC_SCOPE])["refresh_token"]
+    sb.revoke_refresh_tokens(keep_latest_consent=True)
+    assert not sb.refresh_token_is_valid(old) and not sb.refresh_token_is_valid(old_rotated)
+    assert sb.refresh_token_is_valid(new) and sb.refresh_token_is_valid(new_rotated)
+    assert app.acquire_token_by_refresh_token(old_rotated, scopes=[PC_SCOPE]).get("error") == "invalid_grant"
+    sb.revoke_refresh_tokens()
+    assert not sb.refresh_token_is_valid(new_rotated)
+
+
 def test_unknown_refresh_token_gives_invalid_grant(sb: Sandbox, env: dict) -> None:
     result = msal_app(sb).acquire_token_by_refresh_token("0.Anot-issued", scopes=[PC_SCOPE])
     assert result["error"] == "invalid_grant"
@@ -644,6 +660,45 @@ def test_process_then_reset_creates_then_drops(sb: Sandbox, pc: PartnerCenter) -
         pc.create(customer)
     assert sb.submissions(customer) == 1
     assert sb.calls("partner_center", "create_upgrade")[0].status == 202
+
+
+def test_land_late_drops_the_answer_and_creates_only_when_landed(sb: Sandbox, pc: PartnerCenter) -> None:
+    customer, request_id = new_customer(), str(uuid.uuid4())
+    sb.faults.add("create_upgrade", "land_late")
+    with pytest.raises(requests.ConnectionError):
+        pc.create(customer, request_id=request_id)
+    assert sb.submissions(customer) == 0  # not yet: eligibility still says "no upgrade"
+    assert sb.late_waiting == 1
+    assert "upgradeId" not in pc.eligibility(customer).json()
+    (call,) = sb.calls("partner_center", "create_upgrade")
+    assert (call.status, call.fault) == (0, "land_late")
+    assert sb.land_late() == 1
+    assert sb.submissions(customer) == 1  # now it took effect
+    assert sb.land_late() == 0  # once
+    retry = pc.create(customer, request_id=request_id)  # same MS-RequestId: the landed upgrade
+    assert retry.status_code == 202
+    assert sb.upgrade_ids(customer) == [upgrade_id_from(retry)]
+    assert len(sb.calls("partner_center", "create_upgrade")) == 2  # landing is not recorded again
+
+
+def test_forget_late_drops_parked_requests(sb: Sandbox, pc: PartnerCenter) -> None:
+    customer = new_customer()
+    sb.faults.add("create_upgrade", "land_late")
+    with pytest.raises(requests.ConnectionError):
+        pc.create(customer)
+    sb.forget_late()
+    assert sb.land_late() == 0
+    assert sb.submissions(customer) == 0
+
+
+def test_process_without_location_creates_and_answers_202_without_location(sb: Sandbox, pc: PartnerCenter) -> None:
+    customer = new_customer()
+    sb.faults.add("create_upgrade", "process_without_location")
+    response = pc.create(customer)
+    assert response.status_code == 202
+    assert "Location" not in response.headers
+    assert sb.submissions(customer) == 1
+    assert sb.calls("partner_center", "create_upgrade")[0].fault == "process_without_location"
 
 
 def test_stop_interrupts_a_hanging_request() -> None:

@@ -50,7 +50,9 @@ def submit_request(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
     requested_by = current_caller().requested_by
     if settings.inbound_signatures_required:
         webhook_id = verify_inbound(req.headers, body, get_runtime().secrets, settings.inbound_signing_secret_name)
-        key = key or f"webhook:{webhook_id}"
+        # The signed webhook-id is THE idempotency key: an Idempotency-Key header is not signed, so
+        # a captured delivery replayed with a new one must still answer the original request.
+        key = f"webhook:{webhook_id}"
         if requested_by.auth_method == FUNCTION_KEY:  # the signature says more than the shared key
             requested_by = replace(requested_by, auth_method="signed-webhook")
     document = read_json_object(req.headers, body, (*UPGRADE_FIELDS, "callbackUrl"))

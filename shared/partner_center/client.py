@@ -10,7 +10,8 @@ Retry policy (urllib3 `Retry`, mounted once on the session):
 - Connection failures before the request is sent are retried: nothing reached Partner Center.
 - Read timeouts, resets after sending and other 5xx are NOT retried here. For the create call
   they are ambiguous (the upgrade may exist) and raise `AmbiguousCreate`, which the upgrade
-  service resolves without firing a blind second create.
+  service resolves without firing a blind second create. So does a 2xx without a usable
+  `Location`: Partner Center accepted something, but we cannot tell which upgrade.
 Every retry of one call resends the same headers, so the same `MS-RequestId`: Partner Center
 uses it for idempotency.
 """
@@ -143,7 +144,11 @@ class PartnerCenterClient:
                 raise UpstreamError(f"Partner Center is unreachable ({type(error).__name__})") from None
             raise AmbiguousCreate(type(error).__name__) from None
         if response.status_code in (200, 201, 202):
-            return parse_upgrade_id(response.headers.get("Location"), self._endpoint)
+            try:
+                return parse_upgrade_id(response.headers.get("Location"), self._endpoint)
+            except UpstreamError as error:
+                # Accepted, but we cannot tell which upgrade: as unresolved as a lost answer.
+                raise AmbiguousCreate(error.detail) from None
         if response.status_code in (500, 502, 504):
             raise AmbiguousCreate(f"HTTP {response.status_code}")
         raise _error_from(response, context)

@@ -12,9 +12,15 @@ Two situations must never turn into a second upgrade:
    b. eligible with no upgrade in place: the first call did not take effect, so the create is
       sent again with the SAME `MS-RequestId`. Partner Center uses that header for idempotency,
       so even if the first call lands late, both calls are one upgrade.
-   c. anything else (not eligible without an id, eligibility failing, the resend ambiguous too):
-      `SubmissionOutcomeUnknown`. The caller is told to check before retrying; the request store
-      keeps the request in `submitting` for the timer to resolve the same way later.
+   c. anything else (not eligible without an id, eligibility failing, the resend ambiguous,
+      throttled, unavailable or without a token): `SubmissionOutcomeUnknown`. The caller is told
+      to check before retrying; the request store keeps the request in `submitting` for the timer
+      to resolve the same way later.
+
+The contract `shared.upgrade_requests.processor` relies on: once a create may have reached
+Partner Center, `submit` ends in an upgrade id, a definite refusal, or `SubmissionOutcomeUnknown`
+(whose `__cause__` is the error that stopped the resolution, e.g. a refused refresh token) and
+never in another error that would read as "nothing was sent".
 """
 
 from __future__ import annotations
@@ -128,8 +134,8 @@ class UpgradeService:
         )
         try:
             eligibility = self.eligibility(target, context.next_operation())
-        except UpgradeError:
-            raise unknown from None
+        except UpgradeError as error:
+            raise _unknown_because(unknown, error) from error
         if eligibility.upgrade_id:
             self._log_submitted(target, context, eligibility.upgrade_id, "resolved")
             return Submission(eligibility.upgrade_id, "resolved")
@@ -140,7 +146,15 @@ class UpgradeService:
         except AmbiguousCreate:
             raise unknown from None
         except PartnerCenterRejected as refusal:  # e.g. the first call landed meanwhile: find it
-            return self._existing_or_raise(target, context, refusal)
+            try:
+                return self._existing_or_raise(target, context, refusal)
+            except PartnerCenterRejected:
+                raise  # a definite "no" (not eligible, ...): nothing was created
+            except UpgradeError as error:
+                raise _unknown_because(unknown, error) from error
+        except UpgradeError as error:
+            # Throttled, unavailable, no token for the resend: the first create is still unresolved.
+            raise _unknown_because(unknown, error) from error
         self._log_submitted(target, context, upgrade_id, "resolved")
         return Submission(upgrade_id, "resolved")
 
@@ -154,3 +168,9 @@ class UpgradeService:
             context.correlation_id,
             context.request_id,
         )
+
+
+def _unknown_because(unknown: SubmissionOutcomeUnknown, cause: UpgradeError) -> SubmissionOutcomeUnknown:
+    """`unknown`, asking to wait as long as the error that stopped the resolution asked."""
+    unknown.retry_after = cause.retry_after
+    return unknown

@@ -8,6 +8,17 @@ refresh token when it is not.
 Entra returns a new refresh token with every grant and the old one ages out (90 days of
 inactivity). Every time MSAL's cache holds a refresh token different from the one in Key Vault, it
 is written back, so the secret never goes stale while the app is in use.
+
+The write-back never overwrites a refresh token this instance did not write. Each instance
+remembers the vault value its token chain started from (the one it redeemed, or last wrote).
+Before writing, it re-reads the secret (uncached); if the vault holds something else, an
+operator re-consented or another instance rotated: that token is adopted (this instance's MSAL
+chain is dropped, so its next grant redeems the vault's token) and nothing is written. So an
+operator's re-consent is never replaced by an older chain that may then be withdrawn, and two
+instances rotating at once converge on one chain, every token written being one Entra issued.
+Key Vault has no conditional write, so a re-consent stored in the instant between that re-read
+and the write can still be overwritten; the operator's new version stays in the secret's
+history, and the next re-consent check (any `invalid_grant`) re-reads the vault.
 """
 
 from __future__ import annotations
@@ -45,6 +56,9 @@ class PartnerCenterTokens:
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_credentials: tuple[str, str] | None = None
+        # The vault value this instance's token chain started from: the refresh token it
+        # redeemed, or the rotation it last wrote. Anything else in the vault was written by
+        # someone else and is adopted, never overwritten.
         self._refresh_token_in_vault: str | None = None
 
     def access_token(self, *, force_refresh: bool = False) -> str:
@@ -106,6 +120,14 @@ class PartnerCenterTokens:
         if latest and latest != self._refresh_token_in_vault:
             name = self._settings.refresh_token_secret_name
             try:
+                current = self._secrets.get(name, fresh=True)
+            except CredentialsUnavailable as error:  # not fatal, as a failed write below
+                log.error("token.refresh_token_write_back_failed secret_name=%s detail=%s", name, error.detail)
+                return
+            if current != self._refresh_token_in_vault:
+                self._adopt(app, current)
+                return
+            try:
                 self._secrets.set(name, latest)
             except CredentialsUnavailable as error:
                 # Not fatal: Entra keeps the previous refresh token valid, we hold a good access
@@ -114,6 +136,17 @@ class PartnerCenterTokens:
                 return
             self._refresh_token_in_vault = latest
             log.info("token.refresh_token_rotated secret_name=%s", name)
+
+    def _adopt(self, app: msal.ConfidentialClientApplication, refresh_token: str) -> None:
+        """Someone else wrote the vault's refresh token (an operator's re-consent, another
+        instance's rotation): drop our chain so the next grant redeems theirs; write nothing."""
+        for account in app.get_accounts():
+            app.remove_account(account)
+        self._refresh_token_in_vault = refresh_token
+        log.warning(
+            "token.refresh_token_adopted secret_name=%s reason=newer_version_in_key_vault",
+            self._settings.refresh_token_secret_name,
+        )
 
     def _application(self) -> msal.ConfidentialClientApplication:
         """The MSAL app for the current credentials; rebuilt (fresh cache) if they changed."""

@@ -156,7 +156,11 @@ class RequestProcessor:
         except OPERATOR_ERRORS as error:
             return self._wait_for_operator(record, error, retry_state)
         except SubmissionOutcomeUnknown as error:
-            # Stay `submitting`: when the lease ends, the next worker resolves it (resolve_first).
+            # A create may have reached Partner Center: stay `submitting` (never `pending`, never
+            # failed by attempt count, the customer's lock kept); when the lease ends, the next
+            # worker resolves it, eligibility first (resolve_first).
+            if isinstance(error.__cause__, OPERATOR_ERRORS):
+                return self._wait_for_operator(record, error.__cause__, SUBMITTING)
             return self._retry_later(record, error, attempts, SUBMITTING)
         except PartnerCenterRejected as error:
             return self._finish(record, REJECTED, error, attempts=attempts)
@@ -301,7 +305,12 @@ class RequestProcessor:
 
 
 def _retry_state(previous_state: str) -> str:
-    """Where a failed attempt leaves the request: still resolving if it was, else pending."""
+    """Where a failed attempt leaves the request: still resolving if it was, else pending.
+
+    `pending` only when no create may have reached Partner Center: a first create that was
+    definitely refused or never sent. After an ambiguous create the upgrade service raises
+    `SubmissionOutcomeUnknown` whatever stopped the resolution (see `exactly_once`), which
+    `_submit` keeps `submitting`."""
     return SUBMITTING if previous_state == SUBMITTING else PENDING
 
 

@@ -65,6 +65,7 @@ var settingDefaults = {
   PENDING_RUN_SECONDS: '240'
   REQUEST_LEASE_SECONDS: '300'
   STATUS_POLL_SECONDS: '120'
+  REQUEST_RETENTION_DAYS: '400'
 }
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))

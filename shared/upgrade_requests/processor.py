@@ -107,7 +107,7 @@ class RequestProcessor:
         """Take the record under a lease (pending becomes submitting); None if someone else did."""
         record = stored.record.leased(owner, self.policy.lease_seconds)
         if record.state == PENDING:
-            record = record.evolve(state=SUBMITTING)
+            record = record.evolve(state=SUBMITTING, create_may_have_been_sent=True)
         try:
             return self.store.replace(record, stored.etag)
         except WriteConflict:

@@ -11,8 +11,10 @@
   that expires (worker crashed) makes it due again; the next worker first asks Partner Center
   whether the upgrade exists, then resends with the same stored `MS-RequestId`.
 - `submitted`: Partner Center gave an upgrade id; the timer polls its status until final.
-- `complete` / `failed` / `rejected`: final. Only final requests release the customer's
-  "one active request per customer and product family" lock.
+- `complete` / `failed` / `rejected` / `cancelled`: final. Only final requests release the
+  customer's "one active request per customer and product family" lock. `cancelled` is set by an
+  operator, only while no create can have been sent (see `shared.upgrade_requests.campaign`);
+  `failed` (and `rejected`, forced) can be reopened by an operator's retry.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ SUBMITTED = "submitted"
 COMPLETE = "complete"
 FAILED = "failed"
 REJECTED = "rejected"
+CANCELLED = "cancelled"
 
 ACTIVE_STATES = frozenset({PENDING, SUBMITTING, SUBMITTED})
-FINAL_STATES = frozenset({COMPLETE, FAILED, REJECTED})
+FINAL_STATES = frozenset({COMPLETE, FAILED, REJECTED, CANCELLED})
+ALL_STATES = (PENDING, SUBMITTING, SUBMITTED, COMPLETE, FAILED, REJECTED, CANCELLED)
 
 
 def utc_now() -> datetime:
@@ -83,6 +87,10 @@ class UpgradeRequestRecord:
     callback_next_at: datetime | None = None
     callback_last_error: str | None = None
     callback_delivered_at: datetime | None = None
+    # Set once a worker claimed the request for a create (it may have reached Partner Center):
+    # from then on it cannot be cancelled, and a retry resolves through eligibility first.
+    create_may_have_been_sent: bool = False
+    reopened_from: str | None = None  # the final state an operator's retry reopened it from
 
     @property
     def is_final(self) -> bool:
@@ -111,6 +119,7 @@ class UpgradeRequestRecord:
             "lastError": self.last_error,
             "lastErrorType": self.last_error_type,
             "queued": self.queued,
+            "createMayHaveBeenSent": self.create_may_have_been_sent,
             "createdAt": _iso(self.created_at),
             "updatedAt": _iso(self.updated_at),
             "submittedAt": _iso(self.submitted_at),
@@ -158,6 +167,7 @@ def new_record(
         next_attempt_at=now,
         lease_until=now + timedelta(seconds=lease_seconds),
         lease_owner=lease_owner,
+        create_may_have_been_sent=state == SUBMITTING,
         idempotency_key_hash=idempotency_key_hash,
         queued=queued,
         **(callback_fields(callback_url, now) if callback_url else {}),

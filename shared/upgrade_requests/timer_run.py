@@ -6,6 +6,8 @@
   that is past the run's budget: the throttled requests stay pending with `next_attempt_at`.
 - No new claim after `PENDING_RUN_SECONDS`, so a run never runs into the function timeout with a
   claimed request half done; unclaimed work is picked up by the next run.
+- Before the work: `store.repair()` finishes writes a crash interrupted. After it, retention:
+  at most `RETENTION_BATCH` final records older than `REQUEST_RETENTION_DAYS` are deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from shared.upgrade_requests.processor import RequestProcessor
 from shared.upgrade_requests.record import utc_now
@@ -25,6 +28,7 @@ from shared.upgrade_requests.store import Stored
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS_PER_RUN = 5000
+RETENTION_BATCH = 500
 
 
 @dataclass
@@ -36,6 +40,8 @@ class RunReport:
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_claims: int = 0
     not_started: int = 0
+    repaired: int = 0
+    expired_deleted: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -45,6 +51,8 @@ class RunReport:
             "callbacks": dict(self.callbacks),
             "lostClaims": self.lost_claims,
             "notStarted": self.not_started,
+            "repaired": self.repaired,
+            "expiredDeleted": self.expired_deleted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -79,12 +87,14 @@ def process_pending(
     concurrency: int,
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
+    retention_days: int | None = None,
 ) -> RunReport:
     started = time.monotonic()
     deadline = started + budget_seconds
     report = RunReport()
     gate = _ThrottleGate()
     lock = threading.Lock()
+    report.repaired = processor.store.repair()
     due = processor.store.due(utc_now(), MAX_REQUESTS_PER_RUN)
     report.due = len(due)
 
@@ -127,6 +137,19 @@ def process_pending(
                 log.exception("pending.request_failed owner=%s", owner)
                 with lock:
                     report.outcomes["error"] += 1
+    if retention_days is not None and time.monotonic() < deadline:
+        cutoff = utc_now() - timedelta(days=retention_days)
+        report.expired_deleted = processor.store.purge_expired(cutoff, RETENTION_BATCH)
     report.seconds = time.monotonic() - started
+    log.info(
+        "pending.run_summary owner=%s due=%s done=%s left=%s callbacks=%s repaired=%s expired_deleted=%s",
+        owner,
+        report.due,
+        sum(report.outcomes.values()),
+        report.not_started + report.lost_claims,
+        sum(report.callbacks.values()),
+        report.repaired,
+        report.expired_deleted,
+    )
     log.info("pending.run_finished owner=%s report=%s", owner, report.as_dict())
     return report

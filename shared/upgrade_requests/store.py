@@ -23,11 +23,12 @@ The inline path writes the lock and the new record in ONE entity-group transacti
 partition), then one replace after the Partner Center call: 2 round trips.
 
 Crash consistency: the record is the source of truth, an index entry is a hint.
-- Finalising (`replace` of an active record with a final one): 1. replace the `a-` record
-  (ETag-guarded; it is now final, so no longer due); 2. upsert the `f-` copy; 3. upsert the `l-`
-  entry (and the `cb` entry first of all when a callback is pending); 4. delete the `a-` copy.
-  A crash after 1-3 leaves a final record in `a-`: `get` still returns it (it reads `a-` first),
-  and `repair()` (each timer run; a bounded query that normally returns nothing) redoes 2-4.
+- Finalising (`replace` of an active record with a final one): 0. upsert the `cb` entry when a
+  callback is pending; 1. replace the `a-` record (ETag-guarded; it is now final, so no longer
+  due); 2. upsert the `f-` copy; 3. upsert the `l-` entry; 4. release the customer's lock;
+  5. delete the `a-` copy. A crash after 1-4 leaves a final record in `a-`: `get` still returns
+  it (it reads `a-` first), and `repair()` (each timer run; a bounded query that normally returns
+  nothing) redoes 2-5. A `cb` entry whose record is still active is ignored until it is final.
 - Reopening (`reopen`, an operator's retry): 1. insert lock + active record (with `reopenedFrom`)
   in one transaction; 2. delete the `l-`/`cb` entries and the `f-` copy. After a crash between,
   `get` returns the active record (`a-` first); `repair()` redoes 2 for active reopened records;
@@ -215,9 +216,11 @@ class RequestStore:
         return self._finish_move(record, active_etag)
 
     def _finish_move(self, record: UpgradeRequestRecord, active_etag: str) -> Stored:
-        """Steps 2-4 of finalising: the `f-` copy, its `l-` entry, then the `a-` copy goes."""
+        """Steps 2-5 of finalising: the `f-` copy, its `l-` entry, the customer's lock (if still
+        this request's), then the `a-` copy goes (last: until then `repair()` can redo them)."""
         final_etag = self._upsert(_to_entity(record, _final_pk(record.request_id)))
         self._upsert(_list_entry(record))
+        self.release_active(record.customer_id, record.product_family, record.request_id)
         self._delete(_active_pk(record.request_id), record.request_id, active_etag)
         return Stored(record, _FINAL_ETAG + final_etag)
 
@@ -272,7 +275,6 @@ class RequestStore:
         for entity in self._query(f"{_ACTIVE_RANGE_FILTER} and ({final})", {}, page_size=limit):
             record = _from_entity(entity)
             self._finish_move(record, entity.metadata["etag"])
-            self.release_active(record.customer_id, record.product_family, record.request_id)
             repaired += 1
         active = " or ".join(f"State eq '{state}'" for state in sorted(ACTIVE_STATES))
         reopened = f"{_ACTIVE_RANGE_FILTER} and ReopenedFrom gt '' and ({active})"
@@ -294,7 +296,7 @@ class RequestStore:
         for state in sorted(FINAL_STATES):
             prefix = f"{LIST_PREFIX}{state}-"
             query = f"PartitionKey ge '{prefix}' and PartitionKey lt '{prefix}{day}'"
-            for entry in self._query(query, {}, page_size=batch - deleted, select=["RequestId"]):
+            for entry in self._query(query, {}, page_size=batch - deleted, select=["PartitionKey", "RowKey", "RequestId"]):
                 request_id = entry["RequestId"]
                 final = self._get(_final_pk(request_id), request_id)
                 if final is not None and _from_entity(final).state == state:
@@ -344,7 +346,8 @@ class RequestStore:
         condition = f"PartitionKey ge @pkFrom and PartitionKey lt @pkTo and {source.condition}"
         parameters = {"pkFrom": source.pk_from, "pkTo": source.pk_to, **source.parameters}
         if after is not None:
-            condition += " and (PartitionKey gt @afterPk or (PartitionKey eq @afterPk and RowKey gt @afterRk))"
+            # (the SDK substitutes `@name` only as a whole space-separated word: hence "@afterRk )")
+            condition += " and (PartitionKey gt @afterPk or (PartitionKey eq @afterPk and RowKey gt @afterRk ) )"
             parameters |= {"afterPk": after[0], "afterRk": after[1]}
         taken: list[Any] = []
         for entity in self._query(condition, parameters, page_size=want + 1):

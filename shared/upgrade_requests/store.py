@@ -296,7 +296,8 @@ class RequestStore:
         for state in sorted(FINAL_STATES):
             prefix = f"{LIST_PREFIX}{state}-"
             query = f"PartitionKey ge '{prefix}' and PartitionKey lt '{prefix}{day}'"
-            for entry in self._query(query, {}, page_size=batch - deleted, select=["PartitionKey", "RowKey", "RequestId"]):
+            keys = ["PartitionKey", "RowKey", "RequestId"]
+            for entry in self._query(query, {}, page_size=batch - deleted, select=keys):
                 request_id = entry["RequestId"]
                 final = self._get(_final_pk(request_id), request_id)
                 if final is not None and _from_entity(final).state == state:

@@ -526,3 +526,53 @@ def test_the_timer_applies_request_retention_days(api: Api, monkeypatch):
     young = make(str(uuid.uuid4()), "complete", created_at=utc_now() - timedelta(days=29)).record.request_id
     run_timer()
     assert store().get(old) is None and store().get(young) is not None
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    from shared.cli.__main__ import main
+
+    code = main(["--settings", "/nonexistent.json", *args])
+    return code, capsys.readouterr().out
+
+
+def test_cli_list_cancel_and_retry(app_env, capsys):
+    pending = make(str(uuid.uuid4()), PENDING).record.request_id
+    failed = make(str(uuid.uuid4()), FAILED).record.request_id
+    code, out = cli(capsys, "--json", "list", "--state", "pending,failed", "--top", "1", "--all")
+    assert code == 0
+    assert sorted(r["requestId"] for r in json.loads(out)["value"]) == sorted([pending, failed])
+    code, out = cli(capsys, "--json", "cancel", "--request-id", pending)
+    assert code == 0 and json.loads(out)["status"] == CANCELLED
+    code, out = cli(capsys, "--json", "retry", "--request-id", failed)
+    assert code == 0 and json.loads(out)["status"] == PENDING
+    code, _ = cli(capsys, "cancel", "--request-id", pending.replace(pending[-4:], "0000"))
+    assert code != 0
+    assert cli(capsys, "list", "--state", "bogus")[0] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_cli_export_streams_every_record(app_env, capsys, tmp_path, fmt):
+    ids = {make(str(uuid.uuid4()), state).record.request_id for state in (PENDING, FAILED, "complete", SUBMITTED)}
+    output = tmp_path / f"export.{fmt}"
+    code, _ = cli(capsys, "export", "--format", fmt, "--output", str(output))
+    assert code == 0
+    if fmt == "json":
+        exported = json.loads(output.read_text())
+    else:
+        import csv
+
+        exported = list(csv.DictReader(output.open()))
+    assert {r["requestId"] for r in exported} == ids
+    assert {r["status"] for r in exported} == {PENDING, FAILED, "complete", SUBMITTED}
+
+
+def test_cli_watch_once_shows_counts_and_latest_failures(app_env, capsys):
+    failed = make(str(uuid.uuid4()), FAILED, last_error_type="upgrade-failed", last_error="boom")
+    make(str(uuid.uuid4()), PENDING)
+    code, out = cli(capsys, "watch", "--once")
+    assert code == 0
+    assert "pending" in out and "failed" in out and "upgrade-failed" in out
+    assert failed.record.request_id[:8] in out

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.cli import exit_codes
+from shared.cli import campaign, exit_codes
 from shared.correlation import CallContext
 from shared.errors import UpgradeError
 from shared.identifiers import new_guid
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--queue", action="store_true", help="store every row for the timer instead of submitting now")
 
     commands.add_parser("process-pending", help="one timer run now")
+    campaign.add_commands(commands)
     return parser
 
 
@@ -238,6 +239,7 @@ COMMANDS = {
     "eligibility": cmd_eligibility,
     "batch": cmd_batch,
     "process-pending": cmd_process_pending,
+    **campaign.COMMANDS,
 }
 
 

@@ -102,6 +102,17 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// The campaign dashboard (docs/campaigns.md): a workbook over Application Insights.
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: tags
+  }
+}
+
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -164,5 +175,6 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.workspaceName
+output CAMPAIGN_WORKBOOK_ID string = workbook.outputs.workbookId
 output FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output PARTNER_TENANT_ID string = partnerTenantId

@@ -213,7 +213,18 @@ class RequestStore:
         if record.callback_state == CALLBACK_PENDING:
             self._upsert(_callback_entry(record.request_id))
         active_etag = self._update(_to_entity(record, _active_pk(record.request_id)), raw)
-        return self._finish_move(record, active_etag)
+        moved = self._finish_move(record, active_etag)
+        log.info(
+            "request.final request_id=%s state=%s last_error_type=%s partner_center_error_code=%s "
+            "attempts=%s customer_id=%s",
+            record.request_id,
+            record.state,
+            record.last_error_type or "none",
+            (record.error_details or {}).get("code") or "none",
+            record.attempts,
+            record.customer_id,
+        )
+        return moved
 
     def _finish_move(self, record: UpgradeRequestRecord, active_etag: str) -> Stored:
         """Steps 2-5 of finalising: the `f-` copy, its `l-` entry, the customer's lock (if still

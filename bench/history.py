@@ -1,0 +1,230 @@
+"""Scenario 5: the store does not grow with its history (`history`).
+
+In one worker: 1,000 pending requests with no final record stored, then the same with
+`FINAL_RECORDS` (100,000) final records loaded (batch transactions of 100 entities, written the
+way the store lays them out, through the store's own entity builders). For each, measured with a
+meter on the store's table client (the network edge): entities returned to the app by one timer
+run (`due()`, `due_callbacks()`, `repair()`, retention) and by one list page, and the timer run's
+wall time (Partner Center latency `latency` s, concurrency 8). Then `python -m shared.cli export
+--format json` of every record in its own process: its peak RSS (`wait4`) and time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .harness import app_environment, log_progress
+from .isolation import REPO_ROOT
+
+BATCH = 100
+
+
+class EntityMeter:
+    """Wraps the TableClient: counts calls by method and entities returned (point reads and every
+    entity a query yields)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.entities = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.entities = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._table, name)
+        if not callable(attribute) or name.startswith("_"):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls[name] += 1
+            result = attribute(*args, **kwargs)
+            if name == "get_entity":
+                with self._lock:
+                    self.entities += 1
+            if name == "query_entities":
+                return self._count(result)
+            return result
+
+        return counted
+
+    def _count(self, entities: Any) -> Any:
+        for entity in entities:
+            with self._lock:
+                self.entities += 1
+            yield entity
+
+
+def _load_final(table: Any, count: int) -> float:
+    """`count` final records (complete/failed/rejected) with their list-index entries, 100 per
+    customer partition, created over the last 300 days, in batch transactions of 100."""
+    from shared.identifiers import new_guid
+    from shared.upgrade_requests.record import COMPLETE, FAILED, REJECTED, new_record
+    from shared.upgrade_requests.store import _final_pk, _list_entry, _to_entity, new_request_id
+
+    started = time.perf_counter()
+    states = (COMPLETE, COMPLETE, COMPLETE, FAILED, REJECTED)
+    now = datetime.now(UTC)
+    index: dict[str, list[dict[str, Any]]] = {}
+    written = 0
+    for customer_number in range(count // BATCH):
+        customer = str(uuid.uuid4())
+        day = now - timedelta(days=customer_number % 300, hours=1)
+        state = states[customer_number % len(states)]
+        batch = []
+        for i in range(BATCH):
+            record = new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=state)
+            record = record.evolve(
+                created_at=day + timedelta(seconds=i),
+                finished_at=day + timedelta(seconds=i + 60),
+                attempts=1,
+                last_error=None if state == COMPLETE else "bench",
+                last_error_type=None if state == COMPLETE else "upgrade-failed",
+            )
+            batch.append(("create", _to_entity(record, _final_pk(record.request_id))))
+            entry = _list_entry(record)
+            index.setdefault(entry["PartitionKey"], []).append(entry)
+        table.submit_transaction(batch)
+        written += BATCH
+        for partition in [p for p, entries in index.items() if len(entries) >= BATCH]:
+            table.submit_transaction([("create", e) for e in index.pop(partition)[:BATCH]])
+        if written % 10000 == 0:
+            log_progress(f"{written} final records loaded")
+    for entries in index.values():
+        for start in range(0, len(entries), BATCH):
+            table.submit_transaction([("create", e) for e in entries[start : start + BATCH]])
+    return time.perf_counter() - started
+
+
+def _measure(runtime: Any, meter: EntityMeter, pending: int, latency: float, sandbox: Any) -> dict[str, Any]:
+    from shared.identifiers import new_guid
+    from shared.upgrade_requests.record import PENDING, new_record
+    from shared.upgrade_requests.store import ListFilter, new_request_id
+    from shared.upgrade_requests.timer_run import process_pending
+
+    store = runtime.store
+    for _ in range(pending):
+        customer = str(uuid.uuid4())
+        store.create_with_lock(
+            new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=PENDING)
+        )
+    out: dict[str, Any] = {}
+    meter.reset()
+    out["listPagePending100"] = _page(store, meter, ListFilter(states=("pending",)))
+    out["listPageAllStates100"] = _page(store, meter, ListFilter())
+    out["listPageComplete100"] = _page(store, meter, ListFilter(states=("complete",)))
+    out["listPageCustomer"] = _page(store, meter, ListFilter(customer_id=str(uuid.uuid4())))
+    meter.reset()
+    summary_started = time.perf_counter()
+    store.summary(datetime.now(UTC) - timedelta(days=30))
+    out["summary30Days"] = {
+        "entities": meter.entities,
+        "calls": dict(meter.calls),
+        "seconds": round(time.perf_counter() - summary_started, 3),
+    }
+    sandbox.latency = latency
+    meter.reset()
+    started = time.perf_counter()
+    report = process_pending(
+        runtime.processor, owner="bench-history", concurrency=8, budget_seconds=600, retention_days=400
+    )
+    seconds = time.perf_counter() - started
+    sandbox.latency = 0.0
+    out["timerRun"] = {
+        "seconds": round(seconds, 2),
+        "due": report.due,
+        "outcomes": dict(report.outcomes),
+        "entitiesReturned": meter.entities,
+        "entitiesPerDueRequest": round(meter.entities / max(1, report.due), 2),
+        "calls": dict(meter.calls),
+    }
+    return out
+
+
+def _page(store: Any, meter: EntityMeter, selection: Any) -> dict[str, Any]:
+    meter.reset()
+    started = time.perf_counter()
+    page = store.list_page(selection, 100, None)
+    return {
+        "records": len(page.records),
+        "entitiesReturned": meter.entities,
+        "calls": dict(meter.calls),
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _export(env: dict[str, str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as workdir:
+        output = os.path.join(workdir, "export.json")
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "--settings",
+                "/nonexistent.json",
+                "export",
+                "--format",
+                "json",
+                "--output",
+                output,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        size = os.path.getsize(output) if os.path.exists(output) else 0
+        lines = process.stdout.read().decode() if process.stdout else ""
+        return {
+            "exitStatus": status,
+            "seconds": round(seconds, 1),
+            "peakRssMiB": round(usage.ru_maxrss / 1024, 1),
+            "bytes": size,
+            "output": lines.strip()[:200],
+        }
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    from shared.runtime import get_runtime
+
+    final_records, pending, latency = int(params["finalRecords"]), int(params["pending"]), float(params["latency"])
+    with app_environment() as env:
+        runtime = get_runtime()
+        meter = EntityMeter(runtime.store._table)
+        runtime.store._table = meter
+        log_progress(f"{pending} pending, no final record: timer run and list pages")
+        empty = _measure(runtime, meter, pending, latency, env.sandbox)
+        log_progress(f"loading {final_records} final records (batches of {BATCH})")
+        load_seconds = _load_final(meter._table, final_records)
+        log_progress(f"loaded in {load_seconds:.0f} s; {pending} fresh pending: timer run and list pages")
+        full = _measure(runtime, meter, pending, latency, env.sandbox)
+        log_progress("export of every record (a separate process)")
+        export = _export(dict(os.environ))
+    ratio = full["timerRun"]["seconds"] / max(1e-9, empty["timerRun"]["seconds"])
+    return {
+        "finalRecords": final_records,
+        "pending": pending,
+        "partnerCenterLatency": latency,
+        "loadSeconds": round(load_seconds, 1),
+        "noHistory": empty,
+        "withHistory": full,
+        "timerTimeRatio": round(ratio, 3),
+        "export": export,
+    }

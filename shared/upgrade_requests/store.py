@@ -12,6 +12,7 @@ every request id starts with its customer's bucket, so a request id names its pa
 | final-state list index      | `l-{state}-{yyyymmdd}`  | `{createdAt}\|{id}`     | list, summary, retention|
 | callback-due index          | `cb`                    | request id             | due_callbacks           |
 | idempotency key             | `idempotency`           | sha256(key)            | intake (point read)     |
+| retention marker            | `meta`                  | `retention`            | timer (point read)      |
 
 Why: the timer's `due()` is a bounded range query over the `a-` partitions, which hold only active
 requests and their locks (a final record leaves them at once); `due_callbacks()` reads the `cb`
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 KEYS_PARTITION = "idempotency"
 CALLBACKS_PARTITION = "cb"
+META_PARTITION = "meta"
+RETENTION_ROW = "retention"
 ACTIVE_PREFIX = "a-"
 FINAL_PREFIX = "f-"
 LIST_PREFIX = "l-"
@@ -282,16 +285,15 @@ class RequestStore:
         """Finish what a crash interrupted: final records still in `a-` (moved now) and reopened
         active records whose old final copy or index entries may remain. Returns how many."""
         final = " or ".join(f"State eq '{state}'" for state in sorted(FINAL_STATES))
-        repaired = 0
-        for entity in self._query(f"{_ACTIVE_RANGE_FILTER} and ({final})", {}, page_size=limit):
-            record = _from_entity(entity)
-            self._finish_move(record, entity.metadata["etag"])
-            repaired += 1
         active = " or ".join(f"State eq '{state}'" for state in sorted(ACTIVE_STATES))
-        reopened = f"{_ACTIVE_RANGE_FILTER} and ReopenedFrom gt '' and ({active})"
-        for entity in self._query(reopened, {}, page_size=limit):
+        query = f"{_ACTIVE_RANGE_FILTER} and (({final}) or (ReopenedFrom gt '' and ({active})))"
+        repaired = 0
+        for entity in self._query(query, {}, page_size=limit):
             record = _from_entity(entity)
-            if record.reopened_from in FINAL_STATES:
+            if record.is_final:
+                self._finish_move(record, entity.metadata["etag"])
+                repaired += 1
+            elif record.reopened_from in FINAL_STATES:
                 stale = self._get(_final_pk(record.request_id), record.request_id)
                 if stale is not None:
                     self._cleanup_reopened(_from_entity(stale), stale.metadata["etag"])
@@ -300,8 +302,23 @@ class RequestStore:
             log.warning("store.repaired count=%s", repaired)
         return repaired
 
-    def purge_expired(self, cutoff: datetime, batch: int) -> int:
-        """Delete up to `batch` final records created before `cutoff`, with their index entries."""
+    def purge_expired(self, cutoff: datetime, batch: int, *, at_most_every: timedelta | None = None) -> int:
+        """Delete up to `batch` final records created before `cutoff`, with their index entries.
+
+        With `at_most_every`, a marker entity (one point read) skips the run if the last one that
+        found nothing more to delete was more recent than that (the timer: once an hour)."""
+        now = datetime.now(UTC)
+        if at_most_every is not None:
+            marker = self._get(META_PARTITION, RETENTION_ROW)
+            last = marker.get("LastRunAt") if marker is not None else None
+            if isinstance(last, datetime) and now - last < at_most_every:
+                return 0
+        deleted = self._purge(cutoff, batch)
+        if at_most_every is not None and deleted < batch:  # all caught up: rest until next time
+            self._upsert({"PartitionKey": META_PARTITION, "RowKey": RETENTION_ROW, "LastRunAt": now})
+        return deleted
+
+    def _purge(self, cutoff: datetime, batch: int) -> int:
         deleted = 0
         day = cutoff.strftime("%Y%m%d")
         for state in sorted(FINAL_STATES):

@@ -36,12 +36,18 @@ class EntityMeter:
         self._table = table
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
         self.entities = 0
 
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.seconds.clear()
             self.entities = 0
+
+    def mean_ms(self) -> dict[str, float]:
+        with self._lock:
+            return {name: round(self.seconds[name] / n * 1000, 2) for name, n in self.calls.items() if n}
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._table, name)
@@ -49,9 +55,11 @@ class EntityMeter:
             return attribute
 
         def counted(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = attribute(*args, **kwargs)
             with self._lock:
                 self.calls[name] += 1
-            result = attribute(*args, **kwargs)
+                self.seconds[name] += time.perf_counter() - started
             if name == "get_entity":
                 with self._lock:
                     self.entities += 1
@@ -119,47 +127,61 @@ def _load_final(table: Any, count: int) -> float:
     return time.perf_counter() - started
 
 
-def _measure(runtime: Any, meter: EntityMeter, pending: int, latency: float, sandbox: Any) -> dict[str, Any]:
+def _add_pending(store: Any, pending: int) -> None:
     from shared.identifiers import new_guid
     from shared.upgrade_requests.record import PENDING, new_record
-    from shared.upgrade_requests.store import ListFilter, new_request_id
+    from shared.upgrade_requests.store import new_request_id
+
+    def one(_: int) -> None:
+        customer = str(uuid.uuid4())
+        record = new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=PENDING)
+        store.create_with_lock(record)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(one, range(pending)))
+
+
+def _timer_run(
+    processor: Any, meter: EntityMeter, pending: int, latency: float, sandbox: Any, *, add: bool = True
+) -> dict[str, Any]:
     from shared.upgrade_requests.timer_run import process_pending
 
-    store = runtime.store
-    for _ in range(pending):
-        customer = str(uuid.uuid4())
-        store.create_with_lock(
-            new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=PENDING)
-        )
-    out: dict[str, Any] = {}
-    meter.reset()
-    out["listPagePending100"] = _page(store, meter, ListFilter(states=("pending",)))
-    out["listPageAllStates100"] = _page(store, meter, ListFilter())
-    out["listPageComplete100"] = _page(store, meter, ListFilter(states=("complete",)))
-    out["listPageCustomer"] = _page(store, meter, ListFilter(customer_id=str(uuid.uuid4())))
-    meter.reset()
-    summary_started = time.perf_counter()
-    store.summary(datetime.now(UTC) - timedelta(days=30))
-    out["summary30Days"] = {
-        "entities": meter.entities,
-        "calls": dict(meter.calls),
-        "seconds": round(time.perf_counter() - summary_started, 3),
-    }
+    if add:
+        _add_pending(processor.store, pending)
     sandbox.latency = latency
     meter.reset()
     started = time.perf_counter()
-    report = process_pending(
-        runtime.processor, owner="bench-history", concurrency=8, budget_seconds=600, retention_days=400
-    )
+    report = process_pending(processor, owner="bench-history", concurrency=8, budget_seconds=600, retention_days=400)
     seconds = time.perf_counter() - started
     sandbox.latency = 0.0
-    out["timerRun"] = {
+    return {
         "seconds": round(seconds, 2),
         "due": report.due,
         "outcomes": dict(report.outcomes),
         "entitiesReturned": meter.entities,
         "entitiesPerDueRequest": round(meter.entities / max(1, report.due), 2),
         "calls": dict(meter.calls),
+        "meanMsByCall": meter.mean_ms(),
+    }
+
+
+def _lists(store: Any, meter: EntityMeter) -> dict[str, Any]:
+    from shared.upgrade_requests.store import ListFilter
+
+    out: dict[str, Any] = {}
+    out["listPagePending100"] = _page(store, meter, ListFilter(states=("pending",)))
+    out["listPageAllStates100"] = _page(store, meter, ListFilter())
+    out["listPageComplete100"] = _page(store, meter, ListFilter(states=("complete",)))
+    out["listPageCustomer"] = _page(store, meter, ListFilter(customer_id=str(uuid.uuid4())))
+    meter.reset()
+    started = time.perf_counter()
+    store.summary(datetime.now(UTC) - timedelta(days=30))
+    out["summary30Days"] = {
+        "entities": meter.entities,
+        "calls": dict(meter.calls),
+        "seconds": round(time.perf_counter() - started, 3),
     }
     return out
 
@@ -212,29 +234,55 @@ def _export(env: dict[str, str]) -> dict[str, Any]:
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
+    """Two tables in the same Azurite, one empty and one with the history, timer runs alternating
+    between them (so machine load drifting over the run hits both alike)."""
+    import statistics
+
     from shared.runtime import get_runtime
+    from shared.upgrade_requests.processor import RequestProcessor
+    from shared.upgrade_requests.store import build_request_store
 
     final_records, pending, latency = int(params["finalRecords"]), int(params["pending"]), float(params["latency"])
+    rounds = int(params.get("rounds", 2))
     with app_environment() as env:
         runtime = get_runtime()
-        meter = EntityMeter(runtime.store._table)
-        runtime.store._table = meter
-        log_progress(f"{pending} pending, no final record: timer run and list pages")
-        empty = _measure(runtime, meter, pending, latency, env.sandbox)
-        log_progress(f"loading {final_records} final records (batches of {BATCH})")
-        load_seconds = _load_final(meter._table, final_records)
-        log_progress(f"loaded in {load_seconds:.0f} s; {pending} fresh pending: timer run and list pages")
-        full = _measure(runtime, meter, pending, latency, env.sandbox)
-        log_progress("export of every record (a separate process)")
-        export = _export(dict(os.environ))
-    ratio = full["timerRun"]["seconds"] / max(1e-9, empty["timerRun"]["seconds"])
+        none_meter = EntityMeter(runtime.store._table)
+        runtime.store._table = none_meter
+        history_table = env.settings["UPGRADE_REQUESTS_TABLE"] + "h"
+        history_store = build_request_store(runtime.settings.storage, history_table, max_concurrency=24)
+        history_meter = EntityMeter(history_store._table)
+        history_store._table = history_meter
+        base = runtime.processor
+        processors = {
+            "none": (base, none_meter),
+            "history": (RequestProcessor(history_store, base._upgrades, base.policy, base.callbacks), history_meter),
+        }
+        log_progress(f"loading {final_records} final records into the history table (batches of {BATCH})")
+        load_seconds = _load_final(history_meter._table, final_records)
+        log_progress(
+            f"loaded in {load_seconds:.0f} s; {rounds} rounds of timer runs over {pending} pending, alternating"
+        )
+        for processor, _ in processors.values():
+            _add_pending(processor.store, pending)
+        lists = {name: _lists(processors[name][0].store, processors[name][1]) for name in processors}
+        runs: dict[str, list[dict[str, Any]]] = {"none": [], "history": []}
+        for index in range(rounds):
+            for name in ("none", "history") if index % 2 == 0 else ("history", "none"):
+                processor, meter = processors[name]
+                runs[name].append(_timer_run(processor, meter, pending, latency, env.sandbox, add=index > 0))
+                log_progress(f"round {index + 1} {name}: {runs[name][-1]['seconds']} s")
+        log_progress("export of every record of the history table (a separate process)")
+        export = _export({**os.environ, "UPGRADE_REQUESTS_TABLE": history_table})
+    seconds = {name: statistics.median(run["seconds"] for run in runs[name]) for name in runs}
     return {
         "finalRecords": final_records,
         "pending": pending,
+        "rounds": rounds,
         "partnerCenterLatency": latency,
         "loadSeconds": round(load_seconds, 1),
-        "noHistory": empty,
-        "withHistory": full,
-        "timerTimeRatio": round(ratio, 3),
+        "noHistory": {"timerRun": runs["none"][-1], "timerRuns": runs["none"], **lists["none"]},
+        "withHistory": {"timerRun": runs["history"][-1], "timerRuns": runs["history"], **lists["history"]},
+        "timerMedianSeconds": seconds,
+        "timerTimeRatio": round(seconds["history"] / max(1e-9, seconds["none"]), 3),
         "export": export,
     }

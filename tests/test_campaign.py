@@ -243,13 +243,14 @@ def test_summary_counts_by_state_and_error_and_the_oldest_pending_age(api: Api):
     make(str(uuid.uuid4()), PENDING, created_at=old)
     make(str(uuid.uuid4()), PENDING)
     make(str(uuid.uuid4()), FAILED, last_error_type="upgrade-failed", last_error="x")
-    make(str(uuid.uuid4()), REJECTED, last_error_type="not-eligible", last_error="y")
+    make(str(uuid.uuid4()), REJECTED, last_error_type="not-eligible", last_error="y", error_details={"code": "900108"})
     make(str(uuid.uuid4()), FAILED, created_at=utc_now() - timedelta(days=90))  # outside the default window
     reply = api.call("get_product_upgrade_request_summary", "GET", "product-upgrade-requests/summary")
     assert reply.status == 200
     body = reply.json()
     assert body["byState"] == {state: {"pending": 2, "failed": 1, "rejected": 1}.get(state, 0) for state in ALL_STATES}
     assert body["byLastErrorType"] == {"upgrade-failed": 1, "not-eligible": 1}
+    assert body["byPartnerCenterErrorCode"] == {"900108": 1}
     assert 2 * 3600 - 60 <= body["oldestPendingAgeSeconds"] <= 2 * 3600 + 60
 
 
@@ -576,3 +577,16 @@ def test_cli_watch_once_shows_counts_and_latest_failures(app_env, capsys):
     assert code == 0
     assert "pending" in out and "failed" in out and "upgrade-failed" in out
     assert failed.record.request_id[:8] in out
+
+
+@pytest.mark.parametrize("value", ["0", "3651", "forever", "-5"])
+def test_request_retention_days_is_validated(value):
+    from shared.errors import ConfigurationError
+    from shared.settings import load_settings
+
+    from .test_settings import MINIMAL
+
+    with pytest.raises(ConfigurationError, match="REQUEST_RETENTION_DAYS"):
+        load_settings({**MINIMAL, "REQUEST_RETENTION_DAYS": value})
+    assert load_settings(MINIMAL).request_retention_days == 400
+    assert load_settings({**MINIMAL, "REQUEST_RETENTION_DAYS": "30"}).request_retention_days == 30

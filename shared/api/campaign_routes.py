@@ -59,6 +59,7 @@ def summary(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     body = {
         "byState": result.by_state,
         "byLastErrorType": result.by_error,
+        "byPartnerCenterErrorCode": result.by_partner_center_error,
         "oldestPendingCreatedAt": _iso(oldest),
         "oldestPendingAgeSeconds": None if oldest is None else int((utc_now() - oldest).total_seconds()),
         "finalCreatedFrom": _iso(created_from),

@@ -65,7 +65,6 @@ def cancel(runtime: Runtime, request_id: str) -> Stored:
             saved = runtime.store.replace(cancelled, stored.etag)
         except WriteConflict:
             continue  # the timer claimed it (or another operator acted): decide again
-        runtime.store.release_active(record.customer_id, record.product_family, request_id)
         log.info("request.cancelled request_id=%s customer_id=%s", request_id, record.customer_id)
         return runtime.processor.deliver_callback(saved)
     raise Conflict("The request kept changing; retry", retry_after=1)

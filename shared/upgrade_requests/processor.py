@@ -275,8 +275,7 @@ class RequestProcessor:
             if current is None:
                 raise
             return current
-        if record.is_final:
-            self.store.release_active(record.customer_id, record.product_family, record.request_id)
+        if record.is_final:  # the store released the customer's lock when it stored the record final
             saved = self.deliver_callback(saved)
         log.info(
             "request.advanced request_id=%s state=%s upgrade_id=%s customer_id=%s correlation_id=%s attempts=%s",

@@ -134,6 +134,7 @@ class Summary:
     by_state: dict[str, int]
     by_error: dict[str, int]
     oldest_pending_created_at: datetime | None
+    by_partner_center_error: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,9 @@ class RequestStore:
         try:
             results = self._table.submit_transaction([("create", lock), ("create", _to_entity(record, pk))])
         except TableTransactionError as error:
-            index = getattr(error, "index", 0) or 0
-            raise WriteConflict("record" if index == 1 else "lock") from None
+            if error.status_code != 409:  # not "the entity already exists": storage failed
+                raise _storage_error(error) from None
+            raise WriteConflict("record" if error.index == 1 else "lock") from None
         except Exception as error:
             raise _storage_error(error) from None
         return Stored(record, _ACTIVE_ETAG + str(results[1]["etag"]))
@@ -232,10 +234,26 @@ class RequestStore:
     def _finish_move(self, record: UpgradeRequestRecord, active_etag: str) -> Stored:
         """Steps 2-5 of finalising: the `f-` copy, its `l-` entry, the customer's lock (if still
         this request's), then the `a-` copy goes (last: until then `repair()` can redo them)."""
+        from azure.core import MatchConditions
+        from azure.data.tables import TableTransactionError
+
         final_etag = self._upsert(_to_entity(record, _final_pk(record.request_id)))
         self._upsert(_list_entry(record))
-        self.release_active(record.customer_id, record.product_family, record.request_id)
-        self._delete(_active_pk(record.request_id), record.request_id, active_etag)
+        # Steps 4 and 5 in one transaction (the lock and the record share the `a-` partition).
+        pk, lock_row = _active_pk(record.request_id), _lock_row(record.customer_id, record.product_family)
+        lock = self._pointer(_lock_pk(record.customer_id), lock_row)
+        guarded = {"etag": active_etag, "match_condition": MatchConditions.IfNotModified}
+        operations: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": record.request_id}, guarded)]
+        if lock is not None and lock.request_id == record.request_id and _lock_pk(record.customer_id) == pk:
+            lock_guard = {"etag": lock.etag, "match_condition": MatchConditions.IfNotModified}
+            operations.insert(0, ("delete", {"PartitionKey": pk, "RowKey": lock_row}, lock_guard))
+        try:
+            self._table.submit_transaction(operations)
+        except TableTransactionError:  # one of them changed or went: do each on its own
+            self.release_active(record.customer_id, record.product_family, record.request_id)
+            self._delete(pk, record.request_id, active_etag)
+        except Exception as error:
+            raise _storage_error(error) from None
         return Stored(record, _FINAL_ETAG + final_etag)
 
     def reopen(self, stored: Stored, record: UpgradeRequestRecord) -> Stored:
@@ -403,6 +421,7 @@ class RequestStore:
         from the `l-` index created in [created_from, created_to); the oldest pending's creation."""
         by_state = dict.fromkeys(ALL_STATES, 0)
         by_error: dict[str, int] = {}
+        by_code: dict[str, int] = {}
         oldest: datetime | None = None
         records = f"{_ACTIVE_RANGE_FILTER} and RowKey lt 'g'"
         for entity in self._query(records, {}, page_size=1000, select=["State", "CreatedAt", "LastErrorType"]):
@@ -419,11 +438,15 @@ class RequestStore:
             source = _final_source(state, created_from, created_to)
             condition = f"PartitionKey ge @pkFrom and PartitionKey lt @pkTo and {source.condition}"
             parameters = {"pkFrom": source.pk_from, "pkTo": source.pk_to, **source.parameters}
-            for entry in self._query(condition, parameters, page_size=1000, select=["LastErrorType"]):
+            select = ["LastErrorType", "PartnerCenterErrorCode"]
+            for entry in self._query(condition, parameters, page_size=1000, select=select):
                 by_state[state] += 1
                 if entry.get("LastErrorType"):
                     by_error[entry["LastErrorType"]] = by_error.get(entry["LastErrorType"], 0) + 1
-        return Summary(by_state, by_error, oldest)
+                if entry.get("PartnerCenterErrorCode"):
+                    code = entry["PartnerCenterErrorCode"]
+                    by_code[code] = by_code.get(code, 0) + 1
+        return Summary(by_state, by_error, oldest, by_code)
 
     # --- idempotency keys and active locks ---
 
@@ -601,6 +624,9 @@ def _list_entry(record: UpgradeRequestRecord) -> dict[str, Any]:
     entry = {"PartitionKey": pk, "RowKey": row, "RequestId": record.request_id, "CustomerId": record.customer_id}
     if record.last_error_type:
         entry["LastErrorType"] = record.last_error_type
+    code = (record.error_details or {}).get("code")
+    if code:
+        entry["PartnerCenterErrorCode"] = str(code)
     return entry
 
 

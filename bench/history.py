@@ -245,6 +245,12 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     final_records, pending, latency = int(params["finalRecords"]), int(params["pending"]), float(params["latency"])
     rounds = int(params.get("rounds", 2))
     with app_environment() as env:
+        from shared.runtime import reset_runtime
+
+        # Submitted requests must not come due for a status poll in a later round: every round
+        # then has exactly `pending` requests due (the first full run's round 2 had 2,000).
+        os.environ["STATUS_POLL_SECONDS"] = "86400"
+        reset_runtime()
         runtime = get_runtime()
         none_meter = EntityMeter(runtime.store._table)
         runtime.store._table = none_meter

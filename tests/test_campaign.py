@@ -306,7 +306,7 @@ def test_cancel_and_retry_of_an_unknown_request_are_404(api: Api):
 
 
 def test_retry_of_a_failed_request_that_never_sent_a_create_submits_it_once(api: Api, sandbox, customer_id):
-    stored = make(customer_id, FAILED, attempts=8, last_error="gave up", last_error_type="upstream-error")
+    stored = make(customer_id, FAILED, last_error="not attempted", last_error_type="configuration-error")
     reply = action(api, "retry", stored.record.request_id)
     assert reply.status == 202, reply.body
     assert reply.json()["status"] == PENDING and reply.json()["attempts"] == 0

@@ -26,6 +26,7 @@ from shared.upgrade_requests.record import (
     PENDING,
     REJECTED,
     SUBMITTING,
+    UpgradeRequestRecord,
     callback_fields,
     utc_now,
 )
@@ -46,7 +47,7 @@ def cancel(runtime: Runtime, request_id: str) -> Stored:
                 f"The request is already {record.state}; there is nothing to cancel",
                 extensions={"requestId": request_id, "status": record.state},
             )
-        if record.state != PENDING or record.create_may_have_been_sent:
+        if record.state != PENDING or _create_may_have_been_sent(record):
             raise CannotCancel(
                 f"The request is {record.state} and a create may already have reached Partner Center, "
                 "so cancelling could leave an upgrade nobody follows. Let it finish (GET shows its "
@@ -85,7 +86,7 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
                 f"The request is {record.state}: {hint}", extensions={"requestId": request_id, "status": record.state}
             )
         now = utc_now()
-        resolve_first = record.create_may_have_been_sent
+        resolve_first = _create_may_have_been_sent(record)
         reopened = record.evolve(
             state=SUBMITTING if resolve_first else PENDING,
             attempts=0,
@@ -126,6 +127,11 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
         )
         return saved
     raise Conflict("The request kept changing; retry", retry_after=1)
+
+
+def _create_may_have_been_sent(record: UpgradeRequestRecord) -> bool:
+    """The flag, or any sign of an attempt (records stored before the flag existed lack it)."""
+    return record.create_may_have_been_sent or record.attempts > 0 or bool(record.upgrade_id)
 
 
 def _get(runtime: Runtime, request_id: str) -> Stored:

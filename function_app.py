@@ -5,7 +5,7 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 
 import azure.functions as func
 
-from shared.api import request_routes, timer_trigger, upgrade_routes
+from shared.api import campaign_routes, request_routes, timer_trigger, upgrade_routes
 from shared.api.caller_auth import host_auth_level
 from shared.settings import PENDING_SCHEDULE_BINDING
 
@@ -19,6 +19,34 @@ app = func.FunctionApp(http_auth_level=host_auth_level())
 def submit_product_upgrade(req: func.HttpRequest) -> func.HttpResponse:
     """Store an upgrade request and submit it to Partner Center (or queue it: Prefer: respond-async)."""
     return request_routes.submit_request(req)
+
+
+@app.function_name("list_product_upgrade_requests")
+@app.route(route="product-upgrade-requests", methods=["GET"])
+def list_product_upgrade_requests(req: func.HttpRequest) -> func.HttpResponse:
+    """Stored requests by state, customer and creation time, a page at a time (nextLink)."""
+    return campaign_routes.list_requests(req)
+
+
+@app.function_name("get_product_upgrade_request_summary")
+@app.route(route="product-upgrade-requests/summary", methods=["GET"])
+def get_product_upgrade_request_summary(req: func.HttpRequest) -> func.HttpResponse:
+    """Counts by state and by last error, and the oldest pending request's age (dashboards)."""
+    return campaign_routes.summary(req)
+
+
+@app.function_name("cancel_product_upgrade_request")
+@app.route(route="product-upgrade-requests/{requestId}/cancel", methods=["POST"])
+def cancel_product_upgrade_request(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel a request that has not sent a create yet (409 once one may have been sent)."""
+    return campaign_routes.cancel_request(req)
+
+
+@app.function_name("retry_product_upgrade_request")
+@app.route(route="product-upgrade-requests/{requestId}/retry", methods=["POST"])
+def retry_product_upgrade_request(req: func.HttpRequest) -> func.HttpResponse:
+    """Accept a failed (or, with force, rejected) request again, under the exactly-once rules."""
+    return campaign_routes.retry_request(req)
 
 
 @app.function_name("get_product_upgrade_request")

@@ -46,7 +46,7 @@ PROFILE_FOCUS = (
     ("shared/upgrade_requests/processor.py", "advance"),
     ("shared/upgrade_requests/processor.py", "_save"),
     ("shared/upgrade_requests/store.py", "create"),
-    ("shared/upgrade_requests/store.py", "create_active"),
+    ("shared/upgrade_requests/store.py", "create_with_lock"),
     ("shared/upgrade_requests/store.py", "replace"),
     ("shared/partner_center/client.py", "_send"),
     ("shared/partner_center/tokens.py", "access_token"),

@@ -69,6 +69,7 @@ var settingDefaults = {
   PENDING_RUN_SECONDS: '240'
   REQUEST_LEASE_SECONDS: '300'
   STATUS_POLL_SECONDS: '120'
+  REQUEST_RETENTION_DAYS: '400'
 }
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -102,6 +103,17 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: tags
     identityPrincipalId: identity.outputs.principalId
+  }
+}
+
+// The campaign dashboard (docs/campaigns.md): a workbook over Application Insights.
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: tags
   }
 }
 
@@ -181,6 +193,7 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.workspaceName
+output CAMPAIGN_WORKBOOK_ID string = workbook.outputs.workbookId
 output FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output PARTNER_TENANT_ID string = partnerTenantId
 // For the connector (apiProperties.json resourceUri) and role assignments (docs/security.md).

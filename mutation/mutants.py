@@ -26,6 +26,7 @@ EXACTLY_ONCE = "shared/partner_center/exactly_once.py"
 RETRY_POLICY = "shared/partner_center/retry_policy.py"
 PROCESSOR = "shared/upgrade_requests/processor.py"
 INTAKE = "shared/upgrade_requests/intake.py"
+STORE = "shared/upgrade_requests/store.py"
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
 
 
@@ -166,7 +167,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "claim-leaves-pending",
         PROCESSOR,
-        "        if record.state == PENDING:\n            record = record.evolve(state=SUBMITTING)\n",
+        "        if record.state == PENDING:\n"
+        "            record = record.evolve(state=SUBMITTING, create_may_have_been_sent=True)\n",
         "",
         "a claimed request is 'submitting': a crash after the create is resolved, not resent blind",
         (REQUESTS,),
@@ -197,8 +199,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "final-keeps-the-lock",
-        PROCESSOR,
-        "            self.store.release_active(record.customer_id, record.product_family, record.request_id)\n",
+        STORE,
+        "            self.release_active(record.customer_id, record.product_family, record.request_id)\n",
         "",
         "a final request releases the customer's lock",
         (REQUESTS,),

@@ -73,6 +73,16 @@ class Conflict(UpgradeError):
     title = "The request conflicts with the current state"
 
 
+class CannotCancel(Conflict):
+    slug = "cannot-cancel"
+    title = "The request can no longer be cancelled"
+
+
+class CannotRetry(Conflict):
+    slug = "cannot-retry"
+    title = "The request cannot be retried in its current state"
+
+
 class IdempotencyKeyReused(Conflict):
     status = 422
     slug = "idempotency-key-reused"

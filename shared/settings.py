@@ -98,6 +98,11 @@ REQUEST_LEASE_SECONDS = Setting(
 STATUS_POLL_SECONDS = Setting(
     "STATUS_POLL_SECONDS", "120", "Interval between status polls of a submitted upgrade (10-86400)."
 )
+REQUEST_RETENTION_DAYS = Setting(
+    "REQUEST_RETENTION_DAYS",
+    "400",
+    "Final requests older than this many days are deleted by the timer, in bounded batches (1-3650).",
+)
 
 CALLBACK_SIGNING_SECRET_NAME = Setting(
     "CALLBACK_SIGNING_SECRET_NAME",
@@ -160,6 +165,7 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     PENDING_RUN_SECONDS,
     REQUEST_LEASE_SECONDS,
     STATUS_POLL_SECONDS,
+    REQUEST_RETENTION_DAYS,
     CALLBACK_SIGNING_SECRET_NAME,
     CALLBACK_ALLOW_PRIVATE_NETWORKS,
     CALLBACK_MAX_ATTEMPTS,
@@ -216,6 +222,7 @@ class Settings:
     callback_max_attempts: int
     inbound_signatures_required: bool
     inbound_signing_secret_name: str
+    request_retention_days: int = 400
 
     @property
     def authority(self) -> str:
@@ -375,6 +382,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         callback_max_attempts=read.integer(CALLBACK_MAX_ATTEMPTS, 1, 20),
         inbound_signatures_required=read.boolean(INBOUND_SIGNATURES_REQUIRED),
         inbound_signing_secret_name=read.secret_name(INBOUND_SIGNING_SECRET_NAME),
+        request_retention_days=read.integer(REQUEST_RETENTION_DAYS, 1, 3650),
     )
     if not read.problems:
         read.problems.extend(lease_problems(settings))

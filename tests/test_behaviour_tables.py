@@ -246,6 +246,8 @@ SLUGS = {
     "unsupported-media-type": ("UnsupportedMediaType", 415),
     "not-found": ("NotFound", 404),
     "conflict": ("Conflict", 409),
+    "cannot-cancel": ("CannotCancel", 409),
+    "cannot-retry": ("CannotRetry", 409),
     "idempotency-key-reused": ("IdempotencyKeyReused", 422),
     "unauthorized": ("Unauthorized", 401),
     "invalid-token": ("InvalidCallerToken", 401),

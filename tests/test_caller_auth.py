@@ -248,6 +248,10 @@ ROUTE_ROLES: dict[str, str] = {
     "get_product_upgrade_request": READ,
     "get_product_upgrade_status": READ,
     "check_product_upgrade_eligibility": READ,
+    "list_product_upgrade_requests": READ,
+    "get_product_upgrade_request_summary": READ,
+    "cancel_product_upgrade_request": SUBMIT,
+    "retry_product_upgrade_request": SUBMIT,
 }
 
 
@@ -268,6 +272,14 @@ def call_route(api: Api, name: str) -> Any:
         "get_product_upgrade_request": lambda: api.request_status(request_id),
         "get_product_upgrade_status": lambda: api.upgrade_status(str(uuid.uuid4()), str(uuid.uuid4())),
         "check_product_upgrade_eligibility": lambda: api.eligibility(str(uuid.uuid4())),
+        "list_product_upgrade_requests": lambda: api.call(name, "GET", "product-upgrade-requests"),
+        "get_product_upgrade_request_summary": lambda: api.call(name, "GET", "product-upgrade-requests/summary"),
+        "cancel_product_upgrade_request": lambda: api.call(
+            name, "POST", f"product-upgrade-requests/{request_id}/cancel", route_params={"requestId": request_id}
+        ),
+        "retry_product_upgrade_request": lambda: api.call(
+            name, "POST", f"product-upgrade-requests/{request_id}/retry", route_params={"requestId": request_id}
+        ),
     }
     return calls[name]()
 

@@ -21,6 +21,8 @@ EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple
     errors.DeadlineExceeded: (503, "deadline-exceeded", ("deadline",), ("Partner Center", "storage")),
     errors.NotFound: (404, "not-found", ("Not found",), ("Partner Center",)),
     errors.Conflict: (409, "conflict", ("conflicts",), ("Partner Center",)),
+    errors.CannotCancel: (409, "cannot-cancel", ("cancelled",), ()),
+    errors.CannotRetry: (409, "cannot-retry", ("retried",), ()),
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", ("Idempotency-Key",), ("Partner Center",)),
     errors.Unauthorized: (401, "unauthorized", ("authenticated",), ("Partner Center",)),
     errors.InvalidCallerToken: (401, "invalid-token", ("Entra ID", "token"), ("Partner Center",)),

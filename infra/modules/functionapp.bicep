@@ -238,6 +238,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'STATUS_POLL_SECONDS'
           value: settings.STATUS_POLL_SECONDS
         }
+        {
+          name: 'REQUEST_RETENTION_DAYS'
+          value: settings.REQUEST_RETENTION_DAYS
+        }
       ]
     }
   }

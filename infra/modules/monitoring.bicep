@@ -61,3 +61,4 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 output workspaceId string = workspace.id
 output workspaceName string = workspace.name
 output applicationInsightsName string = appInsights.name
+output applicationInsightsId string = appInsights.id

@@ -26,6 +26,7 @@ def process_pending(timer: func.TimerRequest | None = None, context: func.Contex
         concurrency=settings.pending_concurrency,
         budget_seconds=settings.pending_run_seconds,
         thread_initializer=_invocation_binder(context),
+        retention_days=settings.request_retention_days,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.cli import exit_codes
+from shared.cli import campaign, exit_codes
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
 from shared.errors import UpgradeError
@@ -112,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--queue", action="store_true", help="store every row for the timer instead of submitting now")
 
     commands.add_parser("process-pending", help="one timer run now")
-    # More commands: one line per module here, e.g. `campaign.register(commands)`; a module's
-    # subparser sets `handler=...` (or `func=...`) with set_defaults, or adds itself to COMMANDS. Global flags
-    # need nothing: they are picked out of argv wherever they are.
+    campaign.add_commands(commands)  # more commands: one line per module
     return parser
 
 
@@ -323,6 +321,7 @@ COMMANDS = {
     "eligibility": cmd_eligibility,
     "batch": cmd_batch,
     "process-pending": cmd_process_pending,
+    **campaign.COMMANDS,
 }
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -218,11 +219,13 @@ class PartnerCenterClient:
             "MS-PartnerCenter-Application": APPLICATION_NAME,
             "X-Locale": "en-US",
         }
+        started = time.monotonic()
         response = self._session.post(self._endpoint + path, data=body, headers=headers, timeout=self._timeout)
         log.info(
-            "partner_center.call path=%s status=%s correlation_id=%s request_id=%s",
+            "partner_center.call path=%s status=%s duration_ms=%d correlation_id=%s request_id=%s",
             _path_template(path),
             response.status_code,
+            (time.monotonic() - started) * 1000,
             context.correlation_id,
             context.request_id,
         )

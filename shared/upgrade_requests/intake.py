@@ -4,14 +4,15 @@ Order of writes (each an atomic insert-if-absent or an ETag-guarded replace):
 
 1. `Idempotency-Key` (if sent): insert key -> new request id, bound to the body's fingerprint.
    Key already there: same body -> the request it names (replay); other body -> 422.
-2. Active lock for customer + product family: insert lock -> request id. Already held by an
-   active request -> that request is the answer (replay), so concurrent callers without a key
-   still get one upgrade. A lock left pointing at a final or missing request is stale: removed.
-3. The record itself: as `submitting` under a lease when it will be submitted now (the lease is
-   the claim: the timer will not touch it until the lease ends), or `pending` when queued.
+2. Active lock for customer + product family AND the record, in one entity-group transaction
+   (they share the customer's partition, see `store`): the record as `submitting` under a lease
+   when it will be submitted now (the lease is the claim: the timer will not touch it until the
+   lease ends), or `pending` when queued. Lock already held by an active request -> that request
+   is the answer (replay), so concurrent callers without a key still get one upgrade. A lock left
+   pointing at a final or missing request is stale: removed.
 
-A crash between steps leaves a key or lock pointing at a request id with no record yet; the next
-attempt with the same key, or for the same customer, resumes with that id instead of duplicating.
+A crash between steps 1 and 2 leaves a key pointing at a request id with no record yet; the next
+attempt with the same key resumes with that id instead of duplicating.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import timedelta
 from shared.errors import Conflict, IdempotencyKeyReused, InvalidRequest
 from shared.identifiers import new_guid
 from shared.upgrade_requests.record import PENDING, SUBMITTING, RequestedBy, body_fingerprint, new_record, utc_now
-from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict
+from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict, new_request_id
 from shared.validation import UpgradeTarget
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Intake:
         requested_by: RequestedBy | None = None,
     ) -> Accepted:
         fingerprint = body_fingerprint(target.customer_id, target.product_family)
-        request_id = new_guid()
+        request_id = new_request_id(target.customer_id)
         for _ in range(MAX_WRITE_ROUNDS):
             if key_hash:
                 existing_id = self._claim_key(key_hash, request_id, fingerprint)
@@ -81,11 +82,6 @@ class Intake:
                     if replay is not None:
                         return Accepted(replay, replayed=True)
                     request_id = existing_id  # a crash left the key without its record: resume
-            active = self._claim_active(target, request_id, key_hash)
-            if isinstance(active, Stored):
-                return Accepted(active, replayed=True)
-            if active is False:
-                continue  # a stale lock was removed or a race lost: go round again
             record = new_record(
                 request_id,
                 target.customer_id,
@@ -101,12 +97,25 @@ class Intake:
                 requested_by=requested_by,
             )
             try:
-                stored = self._store.create(record)
-            except WriteConflict:
-                current = self._store.get(request_id)
-                if current is None:
-                    continue
-                return Accepted(current, replayed=True)
+                stored = self._store.create_with_lock(record)
+            except WriteConflict as conflict:
+                if str(conflict) == "record":
+                    current = self._store.get(request_id)
+                    if current is None:
+                        continue
+                    return Accepted(current, replayed=True)
+                active = self._lock_holder(target, request_id, key_hash)
+                if isinstance(active, Stored):
+                    return Accepted(active, replayed=True)
+                if active is False:
+                    continue  # a stale lock was removed or a race lost: go round again
+                try:  # the lock already names our request id (an older intake's): the record alone
+                    stored = self._store.create(record)
+                except WriteConflict:
+                    current = self._store.get(request_id)
+                    if current is None:
+                        continue
+                    return Accepted(current, replayed=True)
             log.info(
                 "request.accepted request_id=%s state=%s customer_id=%s product_family=%s correlation_id=%s "
                 "queued=%s requested_by_kind=%s requested_by_oid=%s requested_by_app=%s auth_method=%s",
@@ -143,13 +152,10 @@ class Intake:
             )
         return pointer.request_id
 
-    def _claim_active(self, target: UpgradeTarget, request_id: str, key_hash: str) -> Stored | bool:
-        """True: we hold the lock. A Stored: the active request that holds it. False: try again."""
-        try:
-            self._store.create_active(target.customer_id, target.product_family, request_id)
-            return True
-        except WriteConflict:
-            pointer = self._store.active(target.customer_id, target.product_family)
+    def _lock_holder(self, target: UpgradeTarget, request_id: str, key_hash: str) -> Stored | bool:
+        """The lock exists. True: it names our request id. A Stored: the active request that holds
+        it. False: try again (it was stale and is removed, or it changed)."""
+        pointer = self._store.active(target.customer_id, target.product_family)
         if pointer is None:
             return False
         if pointer.request_id == request_id:

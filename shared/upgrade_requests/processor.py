@@ -111,7 +111,7 @@ class RequestProcessor:
         """Take the record under a lease (pending becomes submitting); None if someone else did."""
         record = stored.record.leased(owner, self.policy.lease_seconds, now=self.clock())
         if record.state == PENDING:
-            record = record.evolve(state=SUBMITTING)
+            record = record.evolve(state=SUBMITTING, create_may_have_been_sent=True)
         try:
             return self.store.replace(record, stored.etag)
         except WriteConflict:
@@ -289,8 +289,7 @@ class RequestProcessor:
             if current is None:
                 raise
             return current
-        if record.is_final:
-            self.store.release_active(record.customer_id, record.product_family, record.request_id)
+        if record.is_final:  # the store released the customer's lock when it stored the record final
             saved = self.deliver_callback(saved)
         log.info(
             "request.advanced request_id=%s state=%s upgrade_id=%s customer_id=%s correlation_id=%s attempts=%s",

@@ -11,8 +11,10 @@
   that expires (worker crashed) makes it due again; the next worker first asks Partner Center
   whether the upgrade exists, then resends with the same stored `MS-RequestId`.
 - `submitted`: Partner Center gave an upgrade id; the timer polls its status until final.
-- `complete` / `failed` / `rejected`: final. Only final requests release the customer's
-  "one active request per customer and product family" lock.
+- `complete` / `failed` / `rejected` / `cancelled`: final. Only final requests release the
+  customer's "one active request per customer and product family" lock. `cancelled` is set by an
+  operator, only while no create can have been sent (see `shared.upgrade_requests.campaign`);
+  `failed` (and `rejected`, forced) can be reopened by an operator's retry.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ SUBMITTED = "submitted"
 COMPLETE = "complete"
 FAILED = "failed"
 REJECTED = "rejected"
+CANCELLED = "cancelled"
 
 ACTIVE_STATES = frozenset({PENDING, SUBMITTING, SUBMITTED})
-FINAL_STATES = frozenset({COMPLETE, FAILED, REJECTED})
+FINAL_STATES = frozenset({COMPLETE, FAILED, REJECTED, CANCELLED})
+ALL_STATES = (PENDING, SUBMITTING, SUBMITTED, COMPLETE, FAILED, REJECTED, CANCELLED)
 
 
 def utc_now() -> datetime:
@@ -135,6 +139,10 @@ class UpgradeRequestRecord:
     callback_last_error: str | None = None
     callback_delivered_at: datetime | None = None
     requested_by: RequestedBy | None = None  # None only on records stored before it existed
+    # Set once a worker claimed the request for a create (it may have reached Partner Center):
+    # from then on it cannot be cancelled, and a retry resolves through eligibility first.
+    create_may_have_been_sent: bool = False
+    reopened_from: str | None = None  # the final state an operator's retry reopened it from
 
     @property
     def is_final(self) -> bool:
@@ -164,6 +172,7 @@ class UpgradeRequestRecord:
             "lastErrorType": self.last_error_type,
             "queued": self.queued,
             "requestedBy": self.requested_by.public_view() if self.requested_by else None,
+            "createMayHaveBeenSent": self.create_may_have_been_sent,
             "createdAt": _iso(self.created_at),
             "updatedAt": _iso(self.updated_at),
             "submittedAt": _iso(self.submitted_at),
@@ -212,6 +221,7 @@ def new_record(
         next_attempt_at=now,
         lease_until=now + timedelta(seconds=lease_seconds),
         lease_owner=lease_owner,
+        create_may_have_been_sent=state == SUBMITTING,
         idempotency_key_hash=idempotency_key_hash,
         queued=queued,
         requested_by=requested_by,

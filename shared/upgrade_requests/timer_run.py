@@ -9,6 +9,9 @@
   (less a margin), so no lease expires while its holder is inside a call. No new claim once less
   than `CLAIM_CUTOFF_SHARE` of the budget is left (at most `CLAIM_CUTOFF_SECONDS`), so a claimed
   request is not started without time to finish; unclaimed work is picked up by the next run.
+- Before the work: `store.repair()` finishes writes a crash interrupted. After it, retention:
+  at most `RETENTION_BATCH` final records older than `REQUEST_RETENTION_DAYS` are deleted (at
+  most once an hour while there is nothing more to delete: a marker entity, one point read).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from shared.deadlines import LEASE_MARGIN_SECONDS, deadline
 from shared.errors import DeadlineExceeded
@@ -33,6 +37,8 @@ MAX_REQUESTS_PER_RUN = 5000
 CLAIM_CUTOFF_SHARE = 0.4
 CLAIM_CUTOFF_SECONDS = 60.0
 RUN_RESERVE_SHARE = 0.1
+RETENTION_BATCH = 500
+RETENTION_EVERY = timedelta(hours=1)  # unless a run left more to delete: then the next run goes on
 
 
 @dataclass
@@ -44,6 +50,8 @@ class RunReport:
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_claims: int = 0
     not_started: int = 0
+    repaired: int = 0
+    expired_deleted: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -53,6 +61,8 @@ class RunReport:
             "callbacks": dict(self.callbacks),
             "lostClaims": self.lost_claims,
             "notStarted": self.not_started,
+            "repaired": self.repaired,
+            "expiredDeleted": self.expired_deleted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -87,10 +97,11 @@ def process_pending(
     concurrency: int,
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
+    retention_days: int | None = None,
 ) -> RunReport:
     # A claim's final write is one storage call: a tenth of the run (at most 10 s) is kept for it.
     with deadline(budget_seconds, reserve_share=RUN_RESERVE_SHARE):
-        return _run(processor, owner, concurrency, budget_seconds, thread_initializer)
+        return _run(processor, owner, concurrency, budget_seconds, thread_initializer, retention_days)
 
 
 def _run(
@@ -99,6 +110,7 @@ def _run(
     concurrency: int,
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None,
+    retention_days: int | None,
 ) -> RunReport:
     started = time.monotonic()
     run_deadline = started + budget_seconds
@@ -109,6 +121,7 @@ def _run(
     report = RunReport()
     gate = _ThrottleGate()
     lock = threading.Lock()
+    report.repaired = processor.store.repair()
     due = processor.store.due(processor.clock(), MAX_REQUESTS_PER_RUN)
     report.due = len(due)
 
@@ -159,6 +172,19 @@ def _run(
                 log.exception("pending.request_failed owner=%s", owner)
                 with lock:
                     report.outcomes["error"] += 1
+    if retention_days is not None and time.monotonic() < claims_until and not out_of_time.is_set():
+        cutoff = processor.clock() - timedelta(days=retention_days)
+        report.expired_deleted = processor.store.purge_expired(cutoff, RETENTION_BATCH, at_most_every=RETENTION_EVERY)
     report.seconds = time.monotonic() - started
+    log.info(
+        "pending.run_summary owner=%s due=%s done=%s left=%s callbacks=%s repaired=%s expired_deleted=%s",
+        owner,
+        report.due,
+        sum(report.outcomes.values()),
+        report.not_started + report.lost_claims,
+        sum(report.callbacks.values()),
+        report.repaired,
+        report.expired_deleted,
+    )
     log.info("pending.run_finished owner=%s report=%s", owner, report.as_dict())
     return report

@@ -262,6 +262,9 @@ def deadline_session(
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     class WatchedHTTPConnection(HTTPConnection):
+        """Registers itself with the watchdog before connecting and before each request; placed
+        before `HTTPSConnection` in the MRO, it watches TLS connections the same way."""
+
         def connect(self) -> None:
             _watch_connection(self)
             super().connect()
@@ -270,14 +273,8 @@ def deadline_session(
             _watch_connection(self)
             super().request(*args, **kwargs)
 
-    class WatchedHTTPSConnection(HTTPSConnection):
-        def connect(self) -> None:
-            _watch_connection(self)
-            super().connect()
-
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            _watch_connection(self)
-            super().request(*args, **kwargs)
+    class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
+        pass
 
     class WatchedHTTPPool(HTTPConnectionPool):
         ConnectionCls = WatchedHTTPConnection

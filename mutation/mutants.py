@@ -200,8 +200,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "final-keeps-the-lock",
         STORE,
-        "            self.release_active(record.customer_id, record.product_family, record.request_id)\n",
-        "",
+        '            operations.insert(0, ("delete", {"PartitionKey": pk, "RowKey": lock_row}, lock_guard))\n',
+        "            pass\n",
         "a final request releases the customer's lock",
         (REQUESTS,),
     ),

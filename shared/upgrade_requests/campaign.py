@@ -86,7 +86,10 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
                 f"The request is {record.state}: {hint}", extensions={"requestId": request_id, "status": record.state}
             )
         now = utc_now()
-        resolve_first = _create_may_have_been_sent(record)
+        # An earlier create that produced an upgrade (which then failed) is settled: nothing is left
+        # to resolve, and a new create (with a new MS-RequestId) is what the operator asks for.
+        settled = record.upgrade_id is not None
+        resolve_first = _create_may_have_been_sent(record) and not settled
         reopened = record.evolve(
             state=SUBMITTING if resolve_first else PENDING,
             attempts=0,
@@ -104,6 +107,7 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
             lease_until=now,
             lease_owner="",
             reopened_from=record.state,
+            create_may_have_been_sent=resolve_first,
             # An earlier create that produced an upgrade (which then failed) is settled: a new
             # create needs a new MS-RequestId, or Partner Center would answer with the old one.
             ms_request_id=new_guid() if record.upgrade_id else record.ms_request_id,

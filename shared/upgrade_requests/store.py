@@ -41,6 +41,7 @@ Crash consistency: the record is the source of truth, an index entry is a hint.
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import json
 import logging
@@ -253,8 +254,14 @@ class RequestStore:
         try:
             self._table.submit_transaction(operations)
         except TableTransactionError:  # one of them changed or went: do each on its own
-            self.release_active(record.customer_id, record.product_family, record.request_id)
             self._delete(pk, record.request_id, active_etag)
+            # The lock goes only while no active copy exists: a request reopened since (a retry)
+            # has the same id and a new active copy, and its lock must stay.
+            if self._get(pk, record.request_id) is None:
+                self.release_active(record.customer_id, record.product_family, record.request_id)
+            else:  # reopened since: the final copy and index entry written above are stale
+                self._delete(_final_pk(record.request_id), record.request_id, final_etag)
+                self._delete(*_list_key(record))
         except Exception as error:
             raise _storage_error(error) from None
         return Stored(record, _FINAL_ETAG + final_etag)
@@ -265,8 +272,13 @@ class RequestStore:
         another active request; `WriteConflict("record")`: someone else reopened it first."""
         if not stored.etag.startswith(_FINAL_ETAG) or record.is_final:
             raise WriteConflict(record.request_id)
+        # The decision was made on this final copy: claim it (ETag-guarded) before reopening, so a
+        # retry decided on a copy that has since changed (cancelled, retried, finished again) is a
+        # `WriteConflict("record")` and the caller decides again, never undoing a newer state.
+        final = _to_entity(stored.record, _final_pk(record.request_id))
+        claimed_etag = self._update(final, stored.etag[len(_FINAL_ETAG) :])
         reopened = self.create_with_lock(record)
-        self._cleanup_reopened(stored.record, stored.etag[2:])
+        self._cleanup_reopened(stored.record, claimed_etag)
         return reopened
 
     def _cleanup_reopened(self, final: UpgradeRequestRecord, final_etag: str | None) -> None:
@@ -567,7 +579,9 @@ class RequestStore:
         if len(request_ids) <= 1:
             return [self.get(request_id) for request_id in request_ids]
         with ThreadPoolExecutor(max_workers=min(8, len(request_ids)), thread_name_prefix="store-get") as pool:
-            return list(pool.map(self.get, request_ids))
+            # Each read runs in a copy of this context, so the answer's deadline holds on the pool too.
+            jobs = [pool.submit(contextvars.copy_context().run, self.get, request_id) for request_id in request_ids]
+            return [job.result() for job in jobs]
 
     def _query(
         self, query: str, parameters: Mapping[str, Any], *, page_size: int = 200, select: Iterable[str] | None = None

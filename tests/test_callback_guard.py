@@ -142,6 +142,13 @@ def test_ipv6_forms_that_embed_a_private_ipv4_are_not_public(address: str):
     assert not is_public(address)
 
 
+@pytest.mark.parametrize("address", ["fec0::1", "feff::1"])
+def test_ipv6_site_local_is_not_public(address: str):
+    """fec0::/10 (deprecated site-local, RFC 3879) routes like a private network where it is still used;
+    Python's `is_global` calls it global."""
+    assert not is_public(address)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -701,7 +701,9 @@ def _make_token(selection: ListFilter, index: int, after: tuple[str, str] | None
 
 
 def _read_token(token: str, selection: ListFilter, sources: list[_Source]) -> tuple[int, tuple[str, str] | None]:
-    """Where the previous page stopped; `InvalidRequest` (400) for a forged, stale or foreign token."""
+    """Where the previous page stopped; `InvalidRequest` (400) for an edited, stale or foreign token.
+    The checksum catches edits, not a token built by someone who knows the format: such a token can
+    only move within the listing its filters select (the caller's Read role is the boundary)."""
     bad = InvalidRequest(
         "continuationToken is not valid for this query (forged, expired or from other filters): start again without it",
         extensions={"parameter": "continuationToken"},

@@ -165,6 +165,8 @@ def is_public(address: str) -> bool:
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:  # fec0::/10: private in practice
+        return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_private or ip.is_unspecified)
 
 

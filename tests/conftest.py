@@ -6,9 +6,11 @@ Production code is pointed at them only through settings/env vars, exactly as in
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator
@@ -266,3 +268,18 @@ def api(app_env: dict[str, str], exchange: Exchange) -> Api:
 @pytest.fixture
 def customer_id() -> str:
     return str(uuid.uuid4())
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret (`whsec_` + base64 of 32 random bytes)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def inbound_secret(app_env, sandbox, monkeypatch) -> str:
+    """Signed inbound webhooks required, with a fresh secret in the sandbox vault."""
+    secret = new_secret()
+    sandbox.set_secret("inbound-webhook-secret", secret)
+    monkeypatch.setenv("INBOUND_SIGNATURES_REQUIRED", "true")
+    reset_runtime()
+    return secret

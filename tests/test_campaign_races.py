@@ -6,8 +6,6 @@ lock of a reopened request; a list page escaped the answer's deadline in its poi
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
-from datetime import timedelta
 
 from shared.runtime import get_runtime
 from shared.upgrade_requests import campaign
@@ -16,13 +14,7 @@ from shared.upgrade_requests.record import CANCELLED, FAILED, PENDING, utc_now
 from .conftest import Api
 from .test_campaign import action, list_call, make, run_timer
 from .test_deadlines import DEADLINE, short_deadline, storage_proxy, timed  # noqa: F401 (fixtures)
-
-
-def _make_due(request_id: str) -> None:
-    store = get_runtime().store
-    stored = store.get(request_id)
-    past = utc_now() - timedelta(seconds=1)
-    store.replace(replace(stored.record, next_attempt_at=past, lease_until=past), stored.etag)
+from .test_requests import make_due
 
 
 def test_retry_of_an_upgrade_that_failed_at_partner_center_sends_a_new_create(api: Api, sandbox, customer_id):
@@ -32,7 +24,7 @@ def test_retry_of_an_upgrade_that_failed_at_partner_center_sends_a_new_create(ap
     just re-polls the dead upgrade and ends `failed` again (campaign.retry + processor._resolved)."""
     sandbox.customers.set(customer_id, polls_until_final=1, outcome="failed")
     request_id = api.upgrade(customer_id).json()["requestId"]
-    _make_due(request_id)
+    make_due(request_id)
     run_timer()
     failed = get_runtime().store.get(request_id).record
     assert failed.state == FAILED and failed.upgrade_id
@@ -41,7 +33,7 @@ def test_retry_of_an_upgrade_that_failed_at_partner_center_sends_a_new_create(ap
     reply = action(api, "retry", request_id)
     assert reply.status == 202, reply.body
     for _ in range(3):
-        _make_due(request_id)
+        make_due(request_id)
         run_timer()
     after = get_runtime().store.get(request_id).record
     assert sandbox.submissions(customer_id) == 2, "the retry never sent a create"

@@ -8,19 +8,10 @@ import json
 
 import pytest
 
-from shared.runtime import get_runtime, reset_runtime
+from shared.runtime import get_runtime
 
 from .conftest import Api
-from .test_webhooks import new_secret, post_raw, signed
-
-
-@pytest.fixture
-def inbound_secret(app_env, sandbox, monkeypatch) -> str:
-    secret = new_secret()
-    sandbox.set_secret("inbound-webhook-secret", secret)
-    monkeypatch.setenv("INBOUND_SIGNATURES_REQUIRED", "true")
-    reset_runtime()
-    return secret
+from .test_webhooks import post_raw, signed
 
 
 @pytest.mark.parametrize("first_has_key", [False, True], ids=["first-without-key", "first-with-key"])

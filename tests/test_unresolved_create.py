@@ -6,35 +6,18 @@ the sandbox and Azurite."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-from datetime import timedelta
 
 import pytest
-from azure.functions.timer import TimerRequest
 
-from localrun.timers import call_function
 from shared.runtime import get_runtime
-from shared.upgrade_requests.record import utc_now
 
-from .conftest import Api, function
+from .conftest import Api
+from .test_requests import make_due as time_passes
+from .test_requests import record as stored
+from .test_requests import run_timer
 
 THROTTLED_BEYOND_BUDGET = {"status": 429, "retry_after": 60}  # not waited inline: comes straight back
 QUEUE = {"Prefer": "respond-async"}
-
-
-def run_timer() -> None:
-    call_function(function("process_pending_requests"), TimerRequest(past_due=False), "process_pending_requests")
-
-
-def time_passes(request_id: str) -> None:
-    store = get_runtime().store
-    stored = store.get(request_id)
-    past = utc_now() - timedelta(seconds=1)
-    store.replace(replace(stored.record, next_attempt_at=past, lease_until=past), stored.etag)
-
-
-def stored(request_id: str):
-    return get_runtime().store.get(request_id).record
 
 
 def lock_holder(record) -> str | None:

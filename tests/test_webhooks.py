@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import socket
 import uuid
 from dataclasses import replace
@@ -17,15 +15,11 @@ from shared.runtime import get_runtime, reset_runtime
 from shared.upgrade_requests.record import utc_now
 from shared.webhooks.callback_urls import CallbackUrlRefused, check_callback_url, is_public
 
-from .conftest import Api
+from .conftest import Api, new_secret
 from .test_requests import make_due, record, run_timer
 from .webhook_receiver import Receiver
 
 PUBLIC = "https://hooks.example.com/x"
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @pytest.fixture
@@ -237,15 +231,6 @@ def test_every_resolved_address_must_be_public(monkeypatch):
 
 
 # --- signed inbound webhooks ---
-
-
-@pytest.fixture
-def inbound_secret(app_env, sandbox, monkeypatch) -> str:
-    secret = new_secret()
-    sandbox.set_secret("inbound-webhook-secret", secret)
-    monkeypatch.setenv("INBOUND_SIGNATURES_REQUIRED", "true")
-    reset_runtime()
-    return secret
 
 
 def signed(secret: str, body: bytes, *, msg_id: str | None = None, at: datetime | None = None) -> dict[str, str]:

@@ -48,13 +48,20 @@ def read_json_object(headers: Mapping[str, str], body: bytes, allowed_fields: It
         raise InvalidRequest(f"The body is not valid JSON: {_short(error)}") from None
     if not isinstance(document, dict):
         raise InvalidRequest("The body must be a JSON object")
-    unknown = sorted(set(document) - set(allowed_fields))
+    refuse_unknown(document, "field(s)", {"allowedFields": sorted(allowed_fields)})
+    return document
+
+
+def refuse_unknown(names: Iterable[str], what: str, allowed: Mapping[str, list[str]]) -> None:
+    """`InvalidRequest` naming the first unknown names (at most 5, 40 characters each), so a typo
+    such as `customerID` or `sate=` is refused instead of silently ignored. `allowed` is the one
+    extension that lists the accepted names, e.g. `{"allowedFields": [...]}`."""
+    accepted = set(next(iter(allowed.values())))
+    unknown = sorted(set(names) - accepted)
     if unknown:
         raise InvalidRequest(
-            f"Unknown field(s): {', '.join(repr(name[:40]) for name in unknown[:5])}",
-            extensions={"allowedFields": sorted(allowed_fields)},
+            f"Unknown {what}: {', '.join(repr(name[:40]) for name in unknown[:5])}", extensions=dict(allowed)
         )
-    return document
 
 
 def upgrade_target(document: Mapping[str, Any]) -> UpgradeTarget:

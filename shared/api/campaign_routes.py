@@ -25,7 +25,7 @@ from shared.runtime import get_runtime
 from shared.upgrade_requests.campaign import cancel, retry
 from shared.upgrade_requests.record import ALL_STATES, utc_now
 from shared.upgrade_requests.store import MAX_PAGE, ListFilter
-from shared.validation import customer_id_value, read_json_object, upgrade_id_value
+from shared.validation import customer_id_value, read_json_object, refuse_unknown, upgrade_id_value
 
 DEFAULT_PAGE = 100
 SUMMARY_DEFAULT_DAYS = 30
@@ -123,12 +123,7 @@ def _query(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, list[st
     for name, value in req.params.items():
         query.setdefault(name, [value])
     query.pop("code", None)  # the function key, when sent in the query
-    unknown = sorted(set(query) - set(allowed))
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown query parameter(s): {', '.join(repr(name[:40]) for name in unknown[:5])}",
-            extensions={"allowedParameters": list(allowed)},
-        )
+    refuse_unknown(query, "query parameter(s)", {"allowedParameters": list(allowed)})
     return query
 
 

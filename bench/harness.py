@@ -407,5 +407,11 @@ def cpu_seconds_of(pid: int) -> float:
 
 
 def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
-    """ru_maxrss (KiB on Linux) of this process (or its waited-for children) in MiB."""
+    """Peak RSS in MiB: of this process's own address space (VmHWM; see bench/peak_rss.py for why
+    not ru_maxrss), or ru_maxrss of its waited-for children (an upper bound: it includes this
+    process's RSS when each was started)."""
+    if who == resource.RUSAGE_SELF and os.path.exists("/proc/self/status"):
+        from .peak_rss import own_peak_rss_mib
+
+        return own_peak_rss_mib()
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)

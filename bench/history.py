@@ -6,7 +6,7 @@ way the store lays them out, through the store's own entity builders). For each,
 meter on the store's table client (the network edge): entities returned to the app by one timer
 run (`due()`, `due_callbacks()`, `repair()`, retention) and by one list page, and the timer run's
 wall time (Partner Center latency `latency` s, concurrency 8). Then `python -m shared.cli export
---format json` of every record in its own process: its peak RSS (`wait4`) and time.
+--format json` of every record in its own process: its own peak RSS (VmHWM, `bench/peak_rss.py`) and time.
 """
 
 from __future__ import annotations
@@ -200,36 +200,27 @@ def _page(store: Any, meter: EntityMeter, selection: Any) -> dict[str, Any]:
 
 def _export(env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as workdir:
-        output = os.path.join(workdir, "export.json")
+        output, peak_file = os.path.join(workdir, "export.json"), os.path.join(workdir, "peak-rss")
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shared.cli",
-                "--settings",
-                "/nonexistent.json",
-                "export",
-                "--format",
-                "json",
-                "--output",
-                output,
-            ],
+        command = ["shared.cli", "--settings", "/nonexistent.json", "export", "--format", "json", "--output", output]
+        process = subprocess.run(
+            [sys.executable, "-m", "bench.peak_rss", peak_file, *command],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            check=False,
         )
-        _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         size = os.path.getsize(output) if os.path.exists(output) else 0
-        lines = process.stdout.read().decode() if process.stdout else ""
+        with open(peak_file, encoding="ascii") as peak:
+            peak_rss = float(peak.read())
         return {
-            "exitStatus": status,
+            "exitStatus": process.returncode,
             "seconds": round(seconds, 1),
-            "peakRssMiB": round(usage.ru_maxrss / 1024, 1),
+            "peakRssMiB": peak_rss,
             "bytes": size,
-            "output": lines.strip()[:200],
+            "output": process.stdout.decode().strip()[:200],
         }
 
 

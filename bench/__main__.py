@@ -252,10 +252,10 @@ def scenario_warm(args: argparse.Namespace, problems: list[str]) -> dict[str, An
         d = main[key]
         rows.append([label, d["p50Ms"], d["p90Ms"], d["p99Ms"], d["meanMs"], d["maxMs"]])
     _table(["", "p50 ms", "p90 ms", "p99 ms", "mean ms", "max ms"], rows)
-    met = "met" if main["targetMet"] else "NOT met"
+    target = f"target p50 <= {main['targetP50']}: {'met' if main['targetMet'] else 'NOT met'}"
     print(
         f"\n  ours / bare keep-alive:  p50 {main['ratioP50']:.3f}   p99 {main['ratioP99']:.3f}"
-        f"   (target p50 <= {main['targetP50']}: {met})"
+        f"   ({target if main['targetP50'] else 'no target at this latency'})"
     )
     print(
         f"  ours / bare requests.post: p50 {main['ratioP50VsRequestsPost']:.3f}"
@@ -272,12 +272,11 @@ def scenario_warm(args: argparse.Namespace, problems: list[str]) -> dict[str, An
         f"  overhead at p50: {main['overheadP50Ms']:.1f} ms,"
         f" of which storage {main['storageShareOfOverheadP50'] * 100:.0f}%"
     )
-    if main["overheadP50Ms"] > 0:
-        breakeven = main["overheadP50Ms"] / 0.05
-        main["breakEvenLatencyMs"] = round(breakeven, 1)
-        print(f"  p50 ratio <= 1.05 needs a Partner Center call of >= {breakeven:.0f} ms (overhead / 0.05)")
-    if not main["targetMet"]:
-        problems.append(f"warm: p50 ratio {main['ratioP50']} above 1.05 (storage {b['storage']} ms per upgrade)")
+    if main["overheadBudgetP50Ms"] is not None:
+        print(
+            f"  the target leaves {main['overheadBudgetP50Ms']:.1f} ms for everything around the Partner Center"
+            f" call; waiting on Azurite alone took {b['storageWait']:.1f} ms"
+        )
     sweep = {}
     for extra in args.warm_sweep:
         result = run_isolated(
@@ -290,10 +289,15 @@ def scenario_warm(args: argparse.Namespace, problems: list[str]) -> dict[str, An
     if "0.4" in sweep:
         at400 = sweep["0.4"]["ratioP50"]
         print(f"  p50 ratio at 400 ms {at400:.3f} (target <= 1.03: {'met' if at400 <= 1.03 else 'NOT met'})")
+        budget, waited = sweep["0.4"]["overheadBudgetP50Ms"], sweep["0.4"]["breakdownP50Ms"]["storageWait"]
+        print(f"  at 400 ms the target leaves {budget:.1f} ms; waiting on Azurite alone took {waited:.1f} ms")
         if at400 > 1.03:
             problems.append(f"warm: p50 ratio at 400 ms {at400} above 1.03")
-    if main["ratioP50"] > 1.4 and abs(latency - 0.02) < 1e-9:
-        problems.append(f"warm: p50 ratio at 20 ms {main['ratioP50']} above 1.4")
+    if main["targetMet"] is False:
+        problems.append(
+            f"warm: p50 ratio at {latency * 1000:.0f} ms {main['ratioP50']} above {main['targetP50']}"
+            f" (storage {b['storage']} ms per upgrade)"
+        )
     if sweep:
         print("\n  same comparison at other Partner Center latencies (fewer rounds):")
         _table(

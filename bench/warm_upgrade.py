@@ -58,6 +58,10 @@ PROFILE_FOCUS = (
 )
 
 
+# Issue 12: warm upgrade vs bare keep-alive POST, p50 ratio, by Partner Center latency (s).
+TARGET_P50 = {0.02: 1.4, 0.4: 1.03}
+
+
 def _ours(customer: str, meter: Meter) -> tuple[float, dict[tuple[str, str], tuple[int, float, float]]]:
     before = meter.snapshot()
     started = time.perf_counter()
@@ -241,6 +245,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     ours_p50, ours_p99 = percentile(ours_times, 50), percentile(ours_times, 99)
     bare_p50, bare_p99 = percentile(session_times, 50), percentile(session_times, 99)
     overhead_p50 = ours_p50 - bare_p50
+    target = TARGET_P50.get(latency)
     storage_p50 = percentile(storage_times, 50)
     return {
         "n": n,
@@ -253,8 +258,11 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         "ratioP99": ratio(ours_p99, bare_p99),
         "ratioP50VsRequestsPost": ratio(ours_p50, percentile(post_times, 50)),
         "ratioP99VsRequestsPost": ratio(ours_p99, percentile(post_times, 99)),
-        "targetP50": 1.05,
-        "targetMet": ratio(ours_p50, bare_p50) <= 1.05,
+        "targetP50": target,
+        "targetMet": None if target is None else ratio(ours_p50, bare_p50) <= target,
+        # What the target leaves for everything around the Partner Center call, and what waiting on
+        # the storage emulator alone took: if the wait exceeds the budget, no client change meets it.
+        "overheadBudgetP50Ms": None if target is None else ms(bare_p50 * (target - 1)),
         "overheadP50Ms": ms(overhead_p50),
         "breakdownP50Ms": {
             "storage": ms(storage_p50),

@@ -172,7 +172,11 @@ def test_callback_retry_delays_double_from_30_seconds_up_to_an_hour():
 
 
 def test_partner_center_session_retries_what_it_should():
-    retry = build_session(7, 60.0).get_adapter("https://partner.microsoft.com").max_retries
+    retry = (
+        build_session(7, 60.0, "https://api.partnercenter.microsoft.com")
+        .get_adapter("https://partner.microsoft.com")
+        .max_retries
+    )
     assert type(retry) is InlineRetry
     assert (retry.total, retry.connect, retry.read, retry.other, retry.status, retry.redirect) == (
         None,
@@ -195,7 +199,11 @@ def answer(status: int, retry_after: str | None = None) -> HTTPResponse:
 
 
 def test_partner_center_backoff_schedule_without_retry_after():
-    retry = build_session(2, 60.0).get_adapter("https://partner.microsoft.com").max_retries.new(status=6)
+    retry = (
+        build_session(2, 60.0, "https://api.partnercenter.microsoft.com")
+        .get_adapter("https://partner.microsoft.com")
+        .max_retries.new(status=6)
+    )
     waits = []
     for _ in range(6):
         retry = retry.increment(method="POST", url="/v1/productUpgrades", response=answer(503))
@@ -204,7 +212,11 @@ def test_partner_center_backoff_schedule_without_retry_after():
 
 
 def test_default_session_gives_up_after_two_status_retries():
-    retry = build_session(2, 60.0).get_adapter("https://partner.microsoft.com").max_retries
+    retry = (
+        build_session(2, 60.0, "https://api.partnercenter.microsoft.com")
+        .get_adapter("https://partner.microsoft.com")
+        .max_retries
+    )
     retry = retry.increment(method="POST", url="/", response=answer(429))
     retry = retry.increment(method="POST", url="/", response=answer(429))
     with pytest.raises(MaxRetryError):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from shared.correlation import CallContext
-from shared.deadlines import CONNECT_SECONDS, deadline_session, expired
+from shared.deadlines import CONNECT_SECONDS, deadline_session, expired, read_environment_once
 from shared.errors import (
     CredentialsUnavailable,
     CustomerAccessDenied,
@@ -120,7 +120,7 @@ class PartnerCenterClient:
         self._access_token = access_token
         self._timeout = (CONNECT_TIMEOUT_SECONDS, read_timeout_seconds)
         self._max_retry_after = max_retry_after_seconds
-        self._session = session or build_session(max_retry_after_seconds, self.worst_case_seconds)
+        self._session = session or build_session(max_retry_after_seconds, self.worst_case_seconds, self._endpoint)
 
     @property
     def worst_case_seconds(self) -> float:
@@ -232,9 +232,10 @@ class PartnerCenterClient:
         return response
 
 
-def build_session(max_retry_after_seconds: int, worst_case_seconds: float) -> requests.Session:
+def build_session(max_retry_after_seconds: int, worst_case_seconds: float, endpoint: str) -> requests.Session:
     """A pooled session with the retry policy described in the module docstring; each call (all
-    its retries included) is held to `worst_case_seconds` and the answer's deadline."""
+    its retries included) is held to `worst_case_seconds` and the answer's deadline. Proxy and CA
+    settings are read once, for `endpoint` (`shared.deadlines.read_environment_once`)."""
     from shared.partner_center.retry_policy import InlineRetry
 
     retry = InlineRetry(
@@ -252,7 +253,9 @@ def build_session(max_retry_after_seconds: int, worst_case_seconds: float) -> re
         retry_after_max=max_retry_after_seconds,
         raise_on_status=False,
     )
-    return deadline_session(worst_case_seconds, retry=retry)
+    session = deadline_session(worst_case_seconds, retry=retry)
+    read_environment_once(session, endpoint)
+    return session
 
 
 def _never_sent(error: Exception) -> bool:

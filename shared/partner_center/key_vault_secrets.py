@@ -165,7 +165,7 @@ def build_secret_store(vault_url: str, ttl_seconds: float, clock: Callable[[], f
     client = SecretClient(
         vault_url=vault_url,
         credential=credential,
-        transport=azure_transport(KEY_VAULT_SECONDS),
+        transport=azure_transport(KEY_VAULT_SECONDS, endpoint=vault_url),
         **azure_client_options(KEY_VAULT_SECONDS),
     )
     return SecretStore(client, ttl_seconds, clock)

@@ -52,7 +52,14 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.deadlines import IDENTITY_SECONDS, STORAGE_SECONDS, azure_client_options, azure_transport, expired
+from shared.deadlines import (
+    IDENTITY_SECONDS,
+    STORAGE_SECONDS,
+    azure_client_options,
+    azure_transport,
+    expired,
+    read_transport_environment_once,
+)
 from shared.errors import ConfigurationError, DeadlineExceeded, InvalidRequest, StorageUnavailable
 from shared.upgrade_requests.record import (
     ACTIVE_STATES,
@@ -824,6 +831,7 @@ def build_request_store(storage: StorageTarget, table_name: str, max_concurrency
         service = TableServiceClient(
             endpoint=str(storage.table_endpoint), credential=credential, transport=transport, **options
         )
+    read_transport_environment_once(transport, service.url)  # one host: see shared.deadlines
     try:
         service.create_table(table_name)
     except ResourceExistsError:

@@ -300,3 +300,52 @@ def test_a_timer_run_ends_within_its_budget_when_everything_hangs(api: Api, sand
     run_timer()
     assert {record(request_id).state for request_id in ids} == {"submitted"}
     assert all(sandbox.submissions(c) == 1 for c in customers)
+
+
+def test_a_timer_step_whose_result_cannot_be_saved_in_time_is_left_for_the_next_run(
+    api: Api,
+    sandbox: Sandbox,
+    azurite: Azurite,
+    storage_proxy: StallingProxy,
+    short_deadline,
+    customer_id: str,
+    caplog: pytest.LogCaptureFixture,
+):
+    """Found by the long chaos run: the run's time ran out while a step was saving its result, and
+    `DeadlineExceeded` escaped the step as an error. Running out of time is the timer's normal
+    end: the request stays claimed under its lease, the run reports it, and the next run resolves
+    it without a second create."""
+    from azure.data.tables import TableClient
+
+    from shared.runtime import get_runtime
+    from shared.upgrade_requests.timer_run import process_pending
+
+    request_id = api.upgrade(customer_id, headers={"Prefer": "respond-async"}).json()["requestId"]
+    direct = TableClient.from_connection_string(azurite.connection_string, short_deadline["UPGRADE_REQUESTS_TABLE"])
+    sandbox.faults.add("create_upgrade", "delay", seconds=1.0)
+
+    def stall_once_claimed() -> None:
+        for _ in range(300):
+            if direct.get_entity(f"a-{request_id[:8]}", request_id).get("State") == "submitting":
+                storage_proxy.stalled.set()
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=stall_once_claimed)
+    watcher.start()
+    started = time.monotonic()
+    report = process_pending(get_runtime().processor, owner="short-run", concurrency=1, budget_seconds=6)
+    elapsed = time.monotonic() - started
+    watcher.join()
+    assert storage_proxy.stalled.is_set()
+    storage_proxy.stalled.clear()
+    assert elapsed < 6.5, f"the run took {elapsed:.1f} s of a 6 s budget"
+    assert "pending.request_failed" not in caplog.text
+    assert report.as_dict()["outcomes"] == {}
+    assert report.as_dict()["interrupted"] == 1
+    assert sandbox.submissions(customer_id) == 1
+    assert record(request_id).state == "submitting"  # claimed, the create may have landed
+    make_due(request_id)
+    run_timer()
+    assert record(request_id).state == "submitted"
+    assert sandbox.submissions(customer_id) == 1

@@ -311,7 +311,8 @@ def cmd_process_pending(args: argparse.Namespace) -> int:
     from shared.api.timer_trigger import process_pending
 
     report = process_pending().as_dict()
-    _emit(args, report, f"due {report['due']}, outcomes {report['outcomes']}, not started {report['notStarted']}")
+    summary = f"due {report['due']}, outcomes {report['outcomes']}, not started {report['notStarted']}"
+    _emit(args, report, summary + (f", interrupted {report['interrupted']}" if report.get("interrupted") else ""))
     return exit_codes.OK
 
 

@@ -9,6 +9,8 @@
   (less a margin), so no lease expires while its holder is inside a call. No new claim once less
   than `CLAIM_CUTOFF_SHARE` of the budget is left (at most `CLAIM_CUTOFF_SECONDS`), so a claimed
   request is not started without time to finish; unclaimed work is picked up by the next run.
+  A step a slow dependency still holds past the run's end is `interrupted` (a warning, not an
+  error): it keeps what it last saved, under its lease, for a later run.
 - Before the work: `store.repair()` finishes writes a crash interrupted. After it, retention:
   at most `RETENTION_BATCH` final records older than `REQUEST_RETENTION_DAYS` are deleted (at
   most once an hour while there is nothing more to delete: a marker entity, one point read).
@@ -50,6 +52,7 @@ class RunReport:
     callbacks: Counter[str] = field(default_factory=Counter)
     lost_claims: int = 0
     not_started: int = 0
+    interrupted: int = 0  # started, but the run's time ended before its result was saved
     repaired: int = 0
     expired_deleted: int = 0
     seconds: float = 0.0
@@ -61,6 +64,7 @@ class RunReport:
             "callbacks": dict(self.callbacks),
             "lostClaims": self.lost_claims,
             "notStarted": self.not_started,
+            "interrupted": self.interrupted,
             "repaired": self.repaired,
             "expiredDeleted": self.expired_deleted,
             "seconds": round(self.seconds, 3),
@@ -132,13 +136,17 @@ def _run(
             with lock:
                 report.not_started += 1
             return
-        with deadline(claim_seconds):  # the claim's calls end before its lease does
-            claimed = processor.claim(stored, owner)
-            if claimed is None:
-                with lock:
-                    report.lost_claims += 1
-                return
-            step = processor.advance(claimed, stored.record.state)
+        try:
+            with deadline(claim_seconds):  # the claim's calls end before its lease does
+                claimed = processor.claim(stored, owner)
+                if claimed is None:
+                    with lock:
+                        report.lost_claims += 1
+                    return
+                step = processor.advance(claimed, stored.record.state)
+        except DeadlineExceeded:
+            _interrupted(stored)
+            return
         result = step.stored.record
         if result.last_error_type == DeadlineExceeded.slug:
             out_of_time.set()
@@ -147,6 +155,20 @@ def _run(
         with lock:
             report.outcomes[result.state] += 1
 
+    def _interrupted(stored: Stored) -> None:
+        """The run's time ended inside a step (a slow dependency used it up), before its result
+        could be saved: not an error. The request keeps what was last saved (a claim keeps its
+        lease; a create that may have been sent is resolved first by whoever takes it next)."""
+        out_of_time.set()
+        with lock:
+            report.interrupted += 1
+        log.warning(
+            "pending.step_interrupted owner=%s request_id=%s reason=run-out-of-time "
+            "detail=the run's time ended before the step's result was saved; a later run takes it up",
+            owner,
+            stored.record.request_id,
+        )
+
     callbacks = processor.store.due_callbacks(processor.clock(), MAX_REQUESTS_PER_RUN)
 
     def deliver(stored: Stored) -> None:
@@ -154,7 +176,11 @@ def _run(
             with lock:
                 report.not_started += 1
             return
-        state = processor.deliver_callback(stored).record.callback_state or "none"
+        try:
+            state = processor.deliver_callback(stored).record.callback_state or "none"
+        except DeadlineExceeded:
+            _interrupted(stored)
+            return
         with lock:
             report.callbacks[state] += 1
 
@@ -181,7 +207,7 @@ def _run(
         owner,
         report.due,
         sum(report.outcomes.values()),
-        report.not_started + report.lost_claims,
+        report.not_started + report.lost_claims + report.interrupted,
         sum(report.callbacks.values()),
         report.repaired,
         report.expired_deleted,

@@ -152,6 +152,17 @@ def new_customer() -> str:
     return str(uuid.uuid4())
 
 
+def new_request_record(customer_id: str, state: str) -> Any:
+    """A fresh request record for an Azure upgrade of `customer_id` in `state`, built by the store's
+    own constructors (its id carries the customer's bucket), for scenarios that write records
+    directly."""
+    from shared.identifiers import new_guid
+    from shared.upgrade_requests.record import new_record
+    from shared.upgrade_requests.store import new_request_id
+
+    return new_record(new_request_id(customer_id), customer_id, "Azure", new_guid(), new_guid(), state=state)
+
+
 # --- the bare Partner Center call (baselines) ----------------------------------------------
 
 

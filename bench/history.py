@@ -22,7 +22,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .harness import app_environment, log_progress
+from .harness import app_environment, log_progress, new_request_record
 from .isolation import REPO_ROOT
 
 BATCH = 100
@@ -81,9 +81,8 @@ def _load_final(table: Any, count: int) -> float:
     customer partition, created over the last 300 days, in batch transactions of 100."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.identifiers import new_guid
-    from shared.upgrade_requests.record import COMPLETE, FAILED, REJECTED, new_record
-    from shared.upgrade_requests.store import _final_pk, _list_entry, _to_entity, new_request_id
+    from shared.upgrade_requests.record import COMPLETE, FAILED, REJECTED
+    from shared.upgrade_requests.store import _final_pk, _list_entry, _to_entity
 
     started = time.perf_counter()
     states = (COMPLETE, COMPLETE, COMPLETE, FAILED, REJECTED)
@@ -97,8 +96,7 @@ def _load_final(table: Any, count: int) -> float:
         batch = []
         entries: list[dict[str, Any]] = []
         for i in range(BATCH):
-            record = new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=state)
-            record = record.evolve(
+            record = new_request_record(customer, state).evolve(
                 created_at=day + timedelta(seconds=i),
                 finished_at=day + timedelta(seconds=i + 60),
                 attempts=1,
@@ -128,14 +126,10 @@ def _load_final(table: Any, count: int) -> float:
 
 
 def _add_pending(store: Any, pending: int) -> None:
-    from shared.identifiers import new_guid
-    from shared.upgrade_requests.record import PENDING, new_record
-    from shared.upgrade_requests.store import new_request_id
+    from shared.upgrade_requests.record import PENDING
 
     def one(_: int) -> None:
-        customer = str(uuid.uuid4())
-        record = new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=PENDING)
-        store.create_with_lock(record)
+        store.create_with_lock(new_request_record(str(uuid.uuid4()), PENDING))
 
     from concurrent.futures import ThreadPoolExecutor
 

@@ -37,6 +37,7 @@ from .harness import (
     log_progress,
     ms,
     new_customer,
+    new_request_record,
     partner_center_token,
     percentile,
     ratio,
@@ -84,11 +85,11 @@ def _floor_writes(table: Any, session: Any, endpoint: str, token: str) -> float:
     from azure.data.tables import UpdateMode
 
     from shared.identifiers import new_guid
-    from shared.upgrade_requests.record import SUBMITTED, SUBMITTING, new_record
-    from shared.upgrade_requests.store import _active_pk, _to_entity, new_request_id
+    from shared.upgrade_requests.record import SUBMITTED, SUBMITTING
+    from shared.upgrade_requests.store import _active_pk, _to_entity
 
     customer = new_customer()
-    record = new_record(new_request_id(customer), customer, "Azure", new_guid(), new_guid(), state=SUBMITTING)
+    record = new_request_record(customer, SUBMITTING)
     started = time.perf_counter()
     etag = table.create_entity(_to_entity(record, _active_pk(record.request_id)))["etag"]
     bare_create(session, endpoint, token, customer)

@@ -82,7 +82,8 @@ def _load_final(table: Any, count: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from shared.upgrade_requests.record import COMPLETE, FAILED, REJECTED
-    from shared.upgrade_requests.store import _final_pk, _list_entry, _to_entity
+    from shared.upgrade_requests.store.entities import list_entry, to_entity
+    from shared.upgrade_requests.store.layout import final_pk
 
     started = time.perf_counter()
     states = (COMPLETE, COMPLETE, COMPLETE, FAILED, REJECTED)
@@ -103,8 +104,8 @@ def _load_final(table: Any, count: int) -> float:
                 last_error=None if state == COMPLETE else "bench",
                 last_error_type=None if state == COMPLETE else "upgrade-failed",
             )
-            batch.append(("create", _to_entity(record, _final_pk(record.request_id))))
-            entries.append(_list_entry(record))
+            batch.append(("create", to_entity(record, final_pk(record.request_id), 2)))
+            entries.append(list_entry(record, 2))
         table.submit_transaction(batch)
         return entries
 

@@ -86,14 +86,15 @@ def _floor_writes(table: Any, session: Any, endpoint: str, token: str) -> float:
 
     from shared.identifiers import new_guid
     from shared.upgrade_requests.record import SUBMITTED, SUBMITTING
-    from shared.upgrade_requests.store import _active_pk, _to_entity
+    from shared.upgrade_requests.store.entities import to_entity
+    from shared.upgrade_requests.store.layout import active_pk
 
     customer = new_customer()
     record = new_request_record(customer, SUBMITTING)
     started = time.perf_counter()
-    etag = table.create_entity(_to_entity(record, _active_pk(record.request_id)))["etag"]
+    etag = table.create_entity(to_entity(record, active_pk(record.request_id), 1))["etag"]
     bare_create(session, endpoint, token, customer)
-    done = _to_entity(record.evolve(state=SUBMITTED, upgrade_id=new_guid()), _active_pk(record.request_id))
+    done = to_entity(record.evolve(state=SUBMITTED, upgrade_id=new_guid()), active_pk(record.request_id), 2)
     table.update_entity(done, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
     return time.perf_counter() - started
 

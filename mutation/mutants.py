@@ -26,7 +26,7 @@ EXACTLY_ONCE = "shared/partner_center/exactly_once.py"
 RETRY_POLICY = "shared/partner_center/retry_policy.py"
 PROCESSOR = "shared/upgrade_requests/processor.py"
 INTAKE = "shared/upgrade_requests/intake.py"
-STORE = "shared/upgrade_requests/store.py"
+STORE = "shared/upgrade_requests/store/moves.py"
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
 
 
@@ -200,8 +200,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "final-keeps-the-lock",
         STORE,
-        '            operations.insert(0, ("delete", {"PartitionKey": pk, "RowKey": lock_row}, lock_guard))\n',
-        "            pass\n",
+        "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n",
+        "        ours = False\n",
         "a final request releases the customer's lock",
         (REQUESTS,),
     ),

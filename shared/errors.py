@@ -207,6 +207,16 @@ class StorageUnavailable(UpgradeError):
     title = "The request store (Azure Table Storage) is unavailable"
 
 
+class StorageLayoutMismatch(UpgradeError):
+    """The request table was written by another layout of the store: reading it as this one would
+    see no records (404s, and a second create for a customer whose first may have landed), so
+    nothing is read or written until an operator migrates it (`python -m shared.cli migrate`)."""
+
+    status = 503
+    slug = "storage-layout"
+    title = "The request table was written by another version of the app"
+
+
 class ReconsentRequired(UpgradeError):
     """The refresh token was refused (expired, revoked, or consent withdrawn)."""
 

@@ -96,7 +96,8 @@ def make(
     target: RequestStore | None = None,
     **changes: Any,
 ) -> Stored:
-    """A request stored as the app would have left it in `state` (through the store's own writes)."""
+    """A request stored as the app would have left it in `state` (through the store's own writes);
+    with `created_at`, one that was made and last changed then."""
     target = target or store()
     record = new_record(new_request_id(customer_id), customer_id, "Azure", new_guid(), new_guid(), state=PENDING)
     if created_at is not None:
@@ -104,9 +105,10 @@ def make(
     stored = target.create_with_lock(record)
     if state == PENDING and not changes:
         return stored
-    now = utc_now()
-    final = {"finished_at": now} if state in FINAL_STATES else {}
-    return target.replace(stored.record.evolve(state=state, **final, **changes), stored.etag)
+    when = created_at or utc_now()  # a request made long ago also finished then, unless `changes` say
+    final = {"finished_at": when} if state in FINAL_STATES else {}
+    record = replace(stored.record.evolve(state=state, **{**final, **changes}), updated_at=when)
+    return target.replace(record, stored.etag)
 
 
 def list_call(api: Api, **params: str) -> Any:
@@ -226,7 +228,7 @@ def test_forged_stale_or_foreign_continuation_tokens_are_400(api: Api, monkeypat
     # a token for other filters
     assert list_call(api, state="complete", top="1", continuationToken=token).status == 400
     # a stale token (a day old)
-    import shared.upgrade_requests.store as store_module
+    import shared.upgrade_requests.store.listing as store_module
 
     real = store_module.time.time
     monkeypatch.setattr(store_module.time, "time", lambda: real() + 25 * 3600)
@@ -355,7 +357,7 @@ def _bounded(query: str, parameters: dict[str, Any]) -> bool:
     if re.search(r"PartitionKey eq '[^']+'", query):
         return True
     low = re.search(r"PartitionKey ge (?:'([^']*)'|@(\w+))", query)
-    high = re.search(r"PartitionKey lt (?:'([^']*)'|@(\w+))", query)
+    high = re.search(r"PartitionKey l[te] (?:'([^']*)'|@(\w+))", query)
     if not (low and high):
         return False
     lo = low.group(1) if low.group(1) is not None else parameters[low.group(2)]

@@ -107,7 +107,7 @@ def test_a_stale_repair_never_releases_the_lock_of_a_reopened_request(api: Api, 
     real_finish = store_module.RequestStore._finish_move
     repair_has_read, go = threading.Event(), threading.Event()
 
-    def finish_move(self, record, active_etag):
+    def finish_move(self, record, revision, active_etag):
         if threading.current_thread().name == "repair-on-instance-b":
             repair_has_read.set()  # it read the final record from `a-` (etag = after step 1)
             go.wait(10)
@@ -115,7 +115,7 @@ def test_a_stale_repair_never_releases_the_lock_of_a_reopened_request(api: Api, 
             # the finalising worker is between step 1 and step 2: instance B's timer runs repair()
             threading.Thread(target=store.repair, name="repair-on-instance-b", daemon=True).start()
             assert repair_has_read.wait(10)
-        return real_finish(self, record, active_etag)
+        return real_finish(self, record, revision, active_etag)
 
     store_module.RequestStore._finish_move = finish_move  # type: ignore[method-assign]
     try:

@@ -211,8 +211,11 @@ def test_retention_keeps_a_request_retried_long_after_it_was_created(app_env, cu
     """Suspicion confirmed. Before the fix, retention went by creation alone and deleted a request
     that had finished (again) today, with its callback still to deliver."""
     old = utc_now() - timedelta(days=401)
+    stored = make(customer_id, FAILED, created_at=old, finished_at=utc_now())  # retried, failed again today
+    assert store().purge_expired(utc_now() - timedelta(days=400), batch=500) == 0
+    assert store().get(stored.record.request_id) is not None
     stored = make(
         customer_id, FAILED, created_at=old, callback_url="https://example.test/cb", callback_state=CALLBACK_PENDING
-    )
+    )  # finished long ago, its callback still to deliver
     assert store().purge_expired(utc_now() - timedelta(days=400), batch=500) == 0
     assert store().get(stored.record.request_id) is not None

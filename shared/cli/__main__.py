@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.cli import campaign, exit_codes
+from shared.cli import campaign, exit_codes, migrate
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
 from shared.errors import UpgradeError
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("process-pending", help="one timer run now")
     campaign.add_commands(commands)  # more commands: one line per module
+    migrate.add_commands(commands)
     return parser
 
 
@@ -322,6 +323,7 @@ COMMANDS = {
     "eligibility": cmd_eligibility,
     "batch": cmd_batch,
     "process-pending": cmd_process_pending,
+    "migrate": lambda args: migrate.cmd_migrate(args, _emit),
     **campaign.COMMANDS,
 }
 

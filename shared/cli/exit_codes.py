@@ -7,6 +7,7 @@ from shared.errors import (
     CredentialsUnavailable,
     InvalidRequest,
     ReconsentRequired,
+    StorageLayoutMismatch,
     StorageUnavailable,
     UpgradeError,
 )
@@ -29,7 +30,7 @@ TABLE: tuple[tuple[int, str], ...] = (
         "unknown --request-id or --upgrade-id",
     ),
     (NOT_YET, "accepted but not submitted yet: queued, throttled, outcome being resolved"),
-    (OPERATOR, "an operator must act: settings, credentials, re-consent, storage unreachable, stale .localrun/env"),
+    (OPERATOR, "an operator must act: settings, credentials, re-consent, storage unreachable or of another layout (run migrate), stale .localrun/env"),
 )
 
 
@@ -50,7 +51,7 @@ def for_state(state: str) -> int:
 
 
 def for_error(error: UpgradeError) -> int:
-    if isinstance(error, ConfigurationError | CredentialsUnavailable | ReconsentRequired | StorageUnavailable):
+    if isinstance(error, ConfigurationError | CredentialsUnavailable | ReconsentRequired | StorageUnavailable | StorageLayoutMismatch):
         return OPERATOR
     if isinstance(error, InvalidRequest):
         return USAGE

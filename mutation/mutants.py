@@ -27,6 +27,10 @@ RETRY_POLICY = "shared/partner_center/retry_policy.py"
 PROCESSOR = "shared/upgrade_requests/processor.py"
 INTAKE = "shared/upgrade_requests/intake.py"
 STORE = "shared/upgrade_requests/store/moves.py"
+LISTING = "shared/upgrade_requests/store/listing.py"
+RETENTION = "shared/upgrade_requests/store/retention.py"
+STORE_PINS = "tests/test_store_pins.py"
+STORE_RACES = "tests/test_store_races.py"
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
 
 
@@ -204,6 +208,87 @@ MUTANTS: tuple[Mutant, ...] = (
         "        ours = False\n",
         "a final request releases the customer's lock",
         (REQUESTS,),
+    ),
+    # --- the store's moves, lists and retention (issue 22 survivors; issue 18 races) ------------
+    Mutant(
+        "move-releases-any-lock",
+        STORE,
+        "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n",
+        "        ours = lock is not None and lock_pk(record.customer_id) == pk\n",
+        "a move releases the customer's lock only if it names the request moved",
+        (STORE_PINS,),
+    ),
+    Mutant(
+        "final-copy-over-a-newer-revision",
+        STORE,
+        "                if revision_of(existing) < revision:",
+        "                if revision_of(existing) != revision:",
+        "a final copy is written only over an older revision (a stale repair never rolls one back)",
+        (STORE_RACES,),
+    ),
+    Mutant(
+        "customer-list-shows-both-copies",
+        LISTING,
+        '            return [from_entity(entity) for entity in entities if entity["RowKey"] not in active]',
+        "            return [from_entity(entity) for entity in entities]",
+        "a list by customer holds each request once, as GET returns it",
+        (STORE_RACES,),
+    ),
+    Mutant(
+        "stale-list-entry-listed",
+        LISTING,
+        "            elif stored.record.state == source.state:",
+        "            elif stored.record.state:",
+        "a list by state shows a request only under the state it is in",
+        (STORE_PINS,),
+    ),
+    Mutant(
+        "token-under-other-filters",
+        LISTING,
+        '    if body.get("v") != TOKEN_VERSION or body.get("q") != selection.fingerprint():',
+        '    if body.get("v") != TOKEN_VERSION:',
+        "a continuation token continues only the listing whose filters made it",
+        (STORE_PINS,),
+    ),
+    Mutant(
+        "full-retention-batch-rests",
+        RETENTION,
+        "        if at_most_every is not None and caught_up:",
+        "        if at_most_every is not None:",
+        "a retention run that stopped at its batch lets the next run go on at once",
+        (STORE_PINS,),
+    ),
+    Mutant(
+        "retention-cutoff-a-day-late",
+        RETENTION,
+        '"before": iso_key(cutoff)}',
+        '"before": iso_key(cutoff + timedelta(days=1))}',
+        "retention deletes exactly what was created and finished before the cutoff",
+        (STORE_PINS,),
+    ),
+    Mutant(
+        "retention-keeps-the-key",
+        RETENTION,
+        "        if record.idempotency_key_hash:\n",
+        "        if False:\n",
+        "an idempotency key lives exactly as long as its request",
+        (STORE_RACES,),
+    ),
+    Mutant(
+        "retention-ignores-pending-callbacks",
+        RETENTION,
+        "        if (record.finished_at or record.updated_at) >= cutoff or record.callback_state == CALLBACK_PENDING:",
+        "        if (record.finished_at or record.updated_at) >= cutoff:",
+        "retention never deletes a request whose callback is still pending",
+        (STORE_RACES,),
+    ),
+    Mutant(
+        "retention-by-creation-alone",
+        RETENTION,
+        "        if (record.finished_at or record.updated_at) >= cutoff or record.callback_state == CALLBACK_PENDING:",
+        "        if record.callback_state == CALLBACK_PENDING:",
+        "a request retried (finished again) after the cutoff is kept",
+        (STORE_RACES,),
     ),
     # --- intake -------------------------------------------------------------------------------
     Mutant(

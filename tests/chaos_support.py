@@ -39,7 +39,7 @@ WORKER_LOG_FORMAT = "%(created).6f %(levelname)s %(name)s %(message)s"
 
 
 def table_is_empty() -> bool:
-    """True if the test's request table holds no entity at all: no record, key or customer lock.
+    """True if the test's request table holds no request entity: no record, key or customer lock.
 
     Read with the storage SDK directly (not the app's store), from the settings the app uses.
     """
@@ -49,7 +49,8 @@ def table_is_empty() -> bool:
     with TableClient.from_connection_string(
         connection_string, table_name=os.environ["UPGRADE_REQUESTS_TABLE"]
     ) as table:
-        return next(iter(table.list_entities(results_per_page=1)), None) is None
+        # (the `meta` partition holds the table's layout marker, written when the app first uses it)
+        return next(iter(table.query_entities("PartitionKey ne 'meta'", results_per_page=1)), None) is None
 
 
 def make_due(store: RequestStore, request_ids: Iterable[str], workers: int = 8) -> int:

@@ -280,6 +280,7 @@ SLUGS = {
     "callback-host-unresolved": ("CallbackHostUnresolved", 400),
     "deadline-exceeded": ("DeadlineExceeded", 503),
     "storage-unavailable": ("StorageUnavailable", 503),
+    "storage-layout": ("StorageLayoutMismatch", 503),
 }
 
 

@@ -37,6 +37,7 @@ EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple
     errors.UpstreamThrottled: (503, "upstream-throttled", ("Partner Center",), ("storage",)),
     errors.SubmissionOutcomeUnknown: (502, "submission-outcome-unknown", ("Partner Center",), ()),
     errors.StorageUnavailable: (503, "storage-unavailable", ("storage",), ("Partner Center",)),
+    errors.StorageLayoutMismatch: (503, "storage-layout", ("table", "version"), ("Partner Center",)),
     errors.ReconsentRequired: (502, "reconsent-required", ("refresh token", "re-consent"), ()),
     errors.CredentialsUnavailable: (502, "credentials-unavailable", ("credentials",), ()),
     errors.ConfigurationError: (500, "configuration-error", ("misconfigured",), ("Partner Center",)),

@@ -23,7 +23,7 @@ RULE_MODULES = {
     "shared/partner_center/retry_policy.py",
     "shared/upgrade_requests/processor.py",
     "shared/upgrade_requests/intake.py",
-    "shared/upgrade_requests/store.py",  # releases the customer's lock when a request becomes final
+    "shared/upgrade_requests/store/moves.py",  # releases the customer's lock when a request becomes final
     "shared/webhooks/callback_urls.py",
 }
 

@@ -171,8 +171,8 @@ def test_a_list_by_customer_holds_each_request_once_after_an_interrupted_move(ap
     assert listed[0].state == store().get(request_id).record.state
 
 
-def test_a_list_by_customer_holds_each_request_once_after_an_interrupted_reopen(api: Api, customer_id):
-    """Defect 8, reopen. Before the fix: the id twice, once `pending` and once `failed`."""
+def crash_reopen(customer_id: str) -> str:
+    """A failed request whose retry stopped after the active record was written (no clean-up)."""
     failed = make(customer_id, FAILED, last_error_type="configuration-error")
     request_id = failed.record.request_id
     edge = TableEdge(store()._table)
@@ -187,6 +187,12 @@ def test_a_list_by_customer_holds_each_request_once_after_an_interrupted_reopen(
                 state=PENDING, finished_at=None, next_attempt_at=now, lease_until=now, reopened_from=FAILED
             ),
         )
+    return request_id
+
+
+def test_a_list_by_customer_holds_each_request_once_after_an_interrupted_reopen(api: Api, customer_id):
+    """Defect 8, reopen. Before the fix: the id twice, once `pending` and once `failed`."""
+    request_id = crash_reopen(customer_id)
     listed = listed_for(customer_id)
     assert [(r.request_id, r.state) for r in listed] == [(request_id, PENDING)]
     assert store().get(request_id).record.state == PENDING

@@ -261,9 +261,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "retention-cutoff-a-day-late",
         RETENTION,
-        '"before": iso_key(cutoff)}',
-        '"before": iso_key(cutoff + timedelta(days=1))}',
-        "retention deletes exactly what was created and finished before the cutoff",
+        "        if (record.finished_at or record.updated_at) >= cutoff or",
+        "        if (record.finished_at or record.updated_at) >= cutoff + timedelta(days=1) or",
+        "retention deletes exactly what was created and finished before the cutoff, not a day early",
         (STORE_PINS,),
     ),
     Mutant(

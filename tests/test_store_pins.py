@@ -43,14 +43,18 @@ def test_a_retention_run_that_stops_at_its_batch_lets_the_next_run_go_on_at_once
 
 
 def test_retention_deletes_exactly_what_was_created_and_finished_before_the_cutoff(app_env):
-    """Bug: the cutoff one day later (or earlier): the boundary is the cutoff instant, not its day."""
+    """Bug: the cutoff a day late, for creation or for finish: the boundary is the cutoff instant."""
     cutoff = utc_now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=400)
     before = make(str(uuid.uuid4()), FAILED, created_at=cutoff - timedelta(minutes=1)).record.request_id
     after = make(str(uuid.uuid4()), FAILED, created_at=cutoff + timedelta(minutes=1)).record.request_id
     next_day = make(str(uuid.uuid4()), FAILED, created_at=cutoff + timedelta(hours=13)).record.request_id
+    finished_after = make(
+        str(uuid.uuid4()), FAILED, created_at=cutoff - timedelta(days=2), finished_at=cutoff + timedelta(minutes=1)
+    ).record.request_id
     assert store().purge_expired(cutoff, batch=500) == 1
     assert store().get(before) is None
     assert store().get(after) is not None and store().get(next_day) is not None
+    assert store().get(finished_after) is not None
 
 
 def test_a_reopened_request_is_not_listed_under_its_old_state_while_its_entry_remains(api: Api, customer_id):

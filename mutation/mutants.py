@@ -31,6 +31,9 @@ LISTING = "shared/upgrade_requests/store/listing.py"
 RETENTION = "shared/upgrade_requests/store/retention.py"
 STORE_PINS = "tests/test_store_pins.py"
 STORE_RACES = "tests/test_store_races.py"
+OURS_LOCK = (
+    "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n"
+)
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
 
 
@@ -204,7 +207,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "final-keeps-the-lock",
         STORE,
-        "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n",
+        OURS_LOCK,
         "        ours = False\n",
         "a final request releases the customer's lock",
         (REQUESTS,),
@@ -213,7 +216,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "move-releases-any-lock",
         STORE,
-        "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n",
+        OURS_LOCK,
         "        ours = lock is not None and lock_pk(record.customer_id) == pk\n",
         "a move releases the customer's lock only if it names the request moved",
         (STORE_PINS,),

@@ -52,5 +52,9 @@ def write_v0_request(table: Any, record: UpgradeRequestRecord) -> None:
     entity["RowKey"] = "request"
     table.create_entity(entity)
     table.create_entity(
-        {"PartitionKey": "active", "RowKey": f"{record.customer_id}|{record.product_family}", "RequestId": record.request_id}
+        {
+            "PartitionKey": "active",
+            "RowKey": f"{record.customer_id}|{record.product_family}",
+            "RequestId": record.request_id,
+        }
     )

@@ -78,7 +78,7 @@ class Worker(threading.Thread):
     def run(self) -> None:
         try:
             self.result = self._action()
-        except BaseException as error:  # noqa: BLE001 - reported by the test
+        except BaseException as error:
             self.error = error
 
     def wait_at(self, hold: Hold, timeout: float = 20) -> bool:

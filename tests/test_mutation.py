@@ -24,6 +24,8 @@ RULE_MODULES = {
     "shared/upgrade_requests/processor.py",
     "shared/upgrade_requests/intake.py",
     "shared/upgrade_requests/store/moves.py",  # releases the customer's lock when a request becomes final
+    "shared/upgrade_requests/store/listing.py",  # each request once, under its own state
+    "shared/upgrade_requests/store/retention.py",  # deletes only what it should, with its key
     "shared/webhooks/callback_urls.py",
 }
 

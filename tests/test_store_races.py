@@ -101,9 +101,7 @@ def test_a_stale_repair_never_overwrites_a_newer_final_copy(api: Api, customer_i
     )
 
 
-def test_a_stale_repair_never_releases_a_lock_reopened_between_its_check_and_its_release(
-    api: Api, customer_id, held
-):
+def test_a_stale_repair_never_releases_a_lock_reopened_between_its_check_and_its_release(api: Api, customer_id, held):
     """Defect 2. Before the fix: `AssertionError: a second POST was accepted as <new id>`: the
     stale repair saw no active copy, the operator's retry reopened the request, then the repair
     released the lock that now belonged to the reopened request."""

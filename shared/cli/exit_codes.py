@@ -30,7 +30,11 @@ TABLE: tuple[tuple[int, str], ...] = (
         "unknown --request-id or --upgrade-id",
     ),
     (NOT_YET, "accepted but not submitted yet: queued, throttled, outcome being resolved"),
-    (OPERATOR, "an operator must act: settings, credentials, re-consent, storage unreachable or of another layout (run migrate), stale .localrun/env"),
+    (
+        OPERATOR,
+        "an operator must act: settings, credentials, re-consent, storage unreachable "
+        "or of another layout (run migrate), stale .localrun/env",
+    ),
 )
 
 
@@ -51,7 +55,10 @@ def for_state(state: str) -> int:
 
 
 def for_error(error: UpgradeError) -> int:
-    if isinstance(error, ConfigurationError | CredentialsUnavailable | ReconsentRequired | StorageUnavailable | StorageLayoutMismatch):
+    if isinstance(
+        error,
+        ConfigurationError | CredentialsUnavailable | ReconsentRequired | StorageUnavailable | StorageLayoutMismatch,
+    ):
         return OPERATOR
     if isinstance(error, InvalidRequest):
         return USAGE

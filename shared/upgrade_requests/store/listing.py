@@ -42,9 +42,7 @@ class ListFilter:
     created_to: datetime | None = None
 
     def fingerprint(self) -> str:
-        text = json.dumps(
-            [sorted(self.states), self.customer_id, iso_key(self.created_from), iso_key(self.created_to)]
-        )
+        text = json.dumps([sorted(self.states), self.customer_id, iso_key(self.created_from), iso_key(self.created_to)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -72,6 +70,7 @@ class _Source:
     parameters: dict[str, Any]
     state: str | None  # an `l-` index source: its entries name records in this state
     beside_active: str | None = None  # a customer's final copies: skip ids active in this partition
+
 
 class Listing(Records):
     def list_page(self, selection: ListFilter, top: int, token: str | None) -> Page:
@@ -157,7 +156,6 @@ class Listing(Records):
         return Summary(by_state, by_error, oldest, by_code)
 
 
-
 def _final_source(state: str, created_from: datetime | None, created_to: datetime | None) -> _Source:
     prefix = f"{LIST_PREFIX}{state}-"
     pk_from = prefix + (f"{created_from.astimezone(UTC):%Y%m%d}" if created_from else "")
@@ -188,7 +186,12 @@ def _sources(selection: ListFilter) -> list[_Source]:
         return [
             _Source(f"{ACTIVE_PREFIX}{bucket}", f"{ACTIVE_PREFIX}{bucket}~", condition, parameters, None),
             _Source(
-                f"{FINAL_PREFIX}{bucket}", f"{FINAL_PREFIX}{bucket}~", condition, parameters, None, ACTIVE_PREFIX + bucket
+                f"{FINAL_PREFIX}{bucket}",
+                f"{FINAL_PREFIX}{bucket}~",
+                condition,
+                parameters,
+                None,
+                ACTIVE_PREFIX + bucket,
             ),
         ]
     sources: list[_Source] = []
@@ -240,5 +243,3 @@ def _read_token(token: str, selection: ListFilter, sources: list[_Source]) -> tu
     if not source.pk_from <= after[0] < source.pk_to:
         raise bad
     return index, (after[0], after[1])
-
-

@@ -56,9 +56,7 @@ class Moves(TableOps):
         pk = active_pk(record.request_id)
         lock = pointer_entity(pk, lock_row(record.customer_id, record.product_family), record.request_id, "")
         try:
-            results = self._table.submit_transaction(
-                [("create", lock), ("create", to_entity(record, pk, revision))]
-            )
+            results = self._table.submit_transaction([("create", lock), ("create", to_entity(record, pk, revision))])
         except TableTransactionError as error:
             if error.status_code != 409:  # not "the entity already exists": storage failed
                 raise storage_error(error) from None

@@ -65,7 +65,7 @@ class Retention(Listing, Pointers):
             self._delete(*entry_key)
             return False
         record = stored.record
-        where, revision, etag = handle(stored.etag)
+        _, revision, etag = handle(stored.etag)
         if stored.is_active_copy:
             if not record.is_final and revision_of(entry) < revision:  # reopened since: a stale entry
                 self._delete(*entry_key)

@@ -181,3 +181,30 @@ def test_a_next_link_that_repeats_itself_stops_the_listing(client: PartnerCenter
     sandbox.faults.add("list_customers", "status", status=200, body=looping)
     with pytest.raises(UpstreamError, match="repeats"):
         list(customer_pages(client, CallContext.new()))
+
+
+def test_discovered_customers_are_assessed_one_by_one_with_the_existing_eligibility_call(
+    client: PartnerCenterClient, sandbox: Sandbox
+) -> None:
+    summary = sandbox.seed_customers(600, random_seed=23)
+    context = CallContext.new()
+    verdicts = {"eligible": 0, "ineligible": 0, "upgraded": 0}
+    for customer in partner_customers(client, context):
+        answer = client.eligibility(customer.id, "Azure", context.next_operation())
+        scenario = sandbox.customers.get(customer.id)
+        if answer.upgrade_id is not None:
+            assert not answer.is_eligible and answer.upgrade_id == sandbox.upgrade_ids(customer.id)[-1]
+            verdicts["upgraded"] += 1
+        elif answer.is_eligible:
+            assert scenario.eligible
+            verdicts["eligible"] += 1
+        else:
+            assert answer.reason == scenario.reason
+            verdicts["ineligible"] += 1
+    assert verdicts == {
+        "eligible": summary.eligible,
+        "ineligible": summary.ineligible,
+        "upgraded": summary.already_upgraded + summary.upgrade_in_progress,
+    }
+    calls = sandbox.calls("partner_center", "eligibility")
+    assert len(calls) == 600 and len({call.header("MS-RequestId") for call in calls}) == 600

@@ -276,3 +276,25 @@ def test_seed_command_without_a_sandbox_says_so(tmp_path: Any) -> None:
         check=False,
     )
     assert result.returncode == 2 and "no sandbox to talk to" in result.stderr
+
+
+def test_throttle_command_sets_and_clears_a_running_sandboxs_rate(sb: Sandbox) -> None:
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sandbox", "throttle", *args, "--url", sb.base_url],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "REQUESTS_CA_BUNDLE": sb.ca_bundle_path},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    on = command("90", "--window", "2")
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.strip() == "Partner Center throttle: 90 calls per minute (3 per 2 s), then 429 + Retry-After"
+    assert sb.throttle == ThrottleSetting(per_minute=90, window_seconds=2)
+    off = command("off")
+    assert off.returncode == 0 and off.stdout.strip() == "Partner Center throttle: off"
+    assert sb.throttle is None
+    assert command("fast").returncode == 2

@@ -23,6 +23,7 @@ from shared.partner_center.customers import (
     NextLink,
     customer_pages,
     first_page,
+    parse_page,
     partner_customers,
     resolve,
 )
@@ -208,3 +209,20 @@ def test_discovered_customers_are_assessed_one_by_one_with_the_existing_eligibil
     }
     calls = sandbox.calls("partner_center", "eligibility")
     assert len(calls) == 600 and len({call.header("MS-RequestId") for call in calls}) == 600
+
+
+def test_pages_are_read_defensively() -> None:
+    good = str(uuid.uuid4()).upper()
+    page = parse_page(
+        {
+            "items": [{"id": good, "companyProfile": {"companyName": "Contoso", "domain": ""}}, {"id": "x"}, "junk"],
+            "links": {"next": {"uri": "/customers?seekOperation=Next", "headers": {"MS-ContinuationToken": "t"}}},
+        }
+    )
+    assert [(c.id, c.company_name, c.domain) for c in page.customers] == [(good.lower(), "Contoso", None)]
+    assert page.next == NextLink("/customers?seekOperation=Next", (("MS-ContinuationToken", "t"),))
+    with pytest.raises(UpstreamError):
+        parse_page({"links": {}})
+    with pytest.raises(UpstreamError):
+        parse_page({"items": [], "links": {"next": {"headers": []}}})
+    assert parse_page({"items": []}).next is None

@@ -7,6 +7,7 @@ Scenarios (pick with --only / --skip):
   calls   3. outbound calls of one warm upgrade, as the sandbox counted them
   import  4. cold import time of function_app.py vs a bare azure-functions app
   history 5. timer run, list pages and export with 100,000 final records stored vs none
+  discovery 6. (discovery part) listing 10,000 customers from Partner Center: time and peak RSS
 
 Every measurement that starts the sandbox and Azurite runs in its own interpreter (bench.worker)
 so its peak RSS is its own and nothing outlives it.
@@ -29,7 +30,7 @@ from typing import Any
 
 from .isolation import REPO_ROOT, WorkerFailed, run_isolated
 
-SCENARIOS = ("timer", "warm", "calls", "import", "history")
+SCENARIOS = ("timer", "warm", "calls", "import", "history", "discovery")
 FULL = {
     "timer_requests": 1000,
     "concurrency": [1, 4, 8, 16],
@@ -41,6 +42,7 @@ FULL = {
     "import_runs": 15,
     "history_final": 100000,
     "history_pending": 1000,
+    "discovery_customers": 10000,
 }
 QUICK = {
     "timer_requests": 200,
@@ -53,6 +55,7 @@ QUICK = {
     "import_runs": 5,
     "history_final": 5000,
     "history_pending": 200,
+    "discovery_customers": 10000,
 }
 
 
@@ -89,6 +92,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--import-runs", type=int, help="fresh interpreters per app in scenario 4 (15; quick 5)")
     parser.add_argument("--history-final", type=int, help="final records stored in scenario 5 (100000; quick 5000)")
     parser.add_argument("--history-pending", type=int, help="pending requests in scenario 5 (1000; quick 200)")
+    parser.add_argument("--discovery-customers", type=int, help="customers listed in scenario 6 (10000)")
+    parser.add_argument(
+        "--discovery-latency", type=float, default=0.0, help="Partner Center latency per page in scenario 6, s (0)"
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
@@ -463,12 +470,58 @@ def scenario_history(args: argparse.Namespace, problems: list[str]) -> dict[str,
     return result
 
 
+def scenario_discovery(args: argparse.Namespace, problems: list[str]) -> dict[str, Any]:
+    count, latency = args.discovery_customers, args.discovery_latency
+    pages = -(-count // 500)
+    _heading(
+        f"6. Discovery of {count} customers from Partner Center ({pages} pages of 500), "
+        f"latency {latency * 1000:.0f} ms per page (campaign part: later)"
+    )
+    result = run_isolated("discovery:run", {"customers": count, "latency": latency}, 600 + pages * latency * 4)
+    found, base = result["discovery"], result["baseline"]
+    _table(
+        ["", "listing s", "token s", "pages", "customers", "process s", "peak RSS MiB"],
+        [
+            [
+                "discovery (own process)",
+                found["listingSeconds"],
+                found["tokenSeconds"],
+                found["pages"],
+                found["customers"],
+                found["processWallSeconds"],
+                found["peakRssMiB"],
+            ],
+            [
+                "baseline: runtime + token only",
+                None,
+                base["tokenSeconds"],
+                0,
+                0,
+                base["processWallSeconds"],
+                base["peakRssMiB"],
+            ],
+        ],
+    )
+    met = "met" if result["targetMet"] else "NOT met"
+    print(
+        f"\n  {result['customersPerSecond']:.0f} customers/s; peak RSS {found['peakRssMiB']} MiB "
+        f"(+{found['peakRssMiB'] - base['peakRssMiB']:.1f} MiB over the baseline; target < "
+        f"{result['targetPeakRssMB']} MB: {met}); every customer listed once: {result['allListedOnce']}"
+    )
+    if not result["allListedOnce"]:
+        problems.append(f"discovery: listed {found['customers']} ({found['distinctCustomers']} distinct) of {count}")
+    if not result["targetMet"]:
+        problems.append(f"discovery: peak RSS {found['peakRssMiB']} MiB not below {result['targetPeakRssMB']} MB")
+    return result
+
+
 RUNNERS = {
     "timer": scenario_timer,
     "warm": scenario_warm,
     "calls": scenario_calls,
     "import": scenario_import,
     "history": scenario_history,
+    "discovery": scenario_discovery,
 }
 
 
@@ -561,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     if not problems and not errors:
         print("  every target met")
     print(f"  {duration:.0f} s; results: {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
-    correctness = [p for p in problems if p.startswith("timer:")]
+    correctness = [p for p in problems if p.startswith(("timer:", "discovery: listed"))]
     return 1 if errors or correctness else 0
 
 

@@ -4,6 +4,7 @@ The real SDKs (requests, msal, azure-identity, azure-keyvault-secrets) talk to t
 real TLS, so tests exercise the production code paths unchanged; only configuration differs.
 """
 
+from .customer_directory import CustomerProfile
 from .customers import CustomerScenario
 from .faults import FaultAction, Faults
 from .recorder import RecordedCall
@@ -13,6 +14,7 @@ __all__ = [
     "APP_ID_SECRET",
     "APP_SECRET_SECRET",
     "REFRESH_TOKEN_SECRET",
+    "CustomerProfile",
     "CustomerScenario",
     "FaultAction",
     "Faults",

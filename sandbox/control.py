@@ -35,18 +35,21 @@ def calls(request: Request, state: SandboxState) -> Response:
         "submissions": state.upgrades.submission_counts(),
         "faults_pending": state.faults.pending(),
         "latency": state.latency,
+        "throttle": throttle_view(state),
     }
     return Response.json(200, body)
 
 
 def reset(request: Request, state: SandboxState) -> Response:
-    """``POST /_sandbox/reset``: forget calls, faults and latency; ``{"upgrades": true}`` also forgets upgrades."""
+    """``POST /_sandbox/reset``: forget calls, faults, latency and the throttle; ``{"upgrades": true}``
+    also forgets upgrades, ``{"customers": true}`` scenarios and the customer list."""
     try:
         options = _json_body(request)
     except ValueError:
         return _bad("body must be JSON")
     state.calls.clear()
     state.faults.clear()
+    state.throttle.clear()
     state.latency = 0.0
     if isinstance(options, dict) and options.get("upgrades"):
         state.upgrades.clear()
@@ -102,6 +105,47 @@ def set_customer(request: Request, state: SandboxState, customer_id: str) -> Res
     except (ValueError, TypeError) as exc:
         return _bad(f"invalid scenario: {exc}")
     return Response.json(200, {"customerId": customer_id, **dataclasses.asdict(scenario)})
+
+
+def throttle_view(state: SandboxState) -> dict[str, Any]:
+    setting = state.throttle.setting
+    return {**(setting.as_dict() if setting else {"perMinute": None}), "refused": state.throttle.refused}
+
+
+def set_throttle(request: Request, state: SandboxState) -> Response:
+    """``PUT /_sandbox/throttle`` with ``{"perMinute": R, "windowSeconds": W}`` (W optional, 60);
+    ``{"perMinute": null}`` (or 0) switches Partner Center's throttle off (and forgets its count)."""
+    from .throttle import DEFAULT_WINDOW_SECONDS, ThrottleSetting
+
+    try:
+        options = _json_body(request)
+        if not isinstance(options, dict) or "perMinute" not in options:
+            return _bad('body must be {"perMinute": <calls per minute or null>, "windowSeconds": <optional>}')
+        per_minute = options["perMinute"]
+        if per_minute in (None, 0):
+            state.throttle.clear()
+        else:
+            window = float(options.get("windowSeconds") or DEFAULT_WINDOW_SECONDS)
+            state.throttle.configure(ThrottleSetting(float(per_minute), window))
+    except (ValueError, TypeError) as exc:
+        return _bad(f"invalid throttle: {exc}")
+    return Response.json(200, throttle_view(state))
+
+
+def seed_customers(request: Request, state: SandboxState) -> Response:
+    """``POST /_sandbox/customers/seed`` with ``{"count": N, "randomSeed": S}``: N more customers on
+    the partner's list, a realistic mix (see ``customer_seed``); what was seeded."""
+    from .customer_seed import seed_customers as seed
+
+    try:
+        options = _json_body(request)
+        if not isinstance(options, dict) or not isinstance(options.get("count"), int):
+            return _bad('body must be {"count": <integer>, "randomSeed": <optional integer>}')
+        random_seed = options.get("randomSeed")
+        summary = seed(state.customers, options["count"], None if random_seed is None else int(random_seed))
+    except (ValueError, TypeError) as exc:
+        return _bad(f"invalid seed request: {exc}")
+    return Response.json(200, summary.as_dict())
 
 
 def health(request: Request, state: SandboxState) -> Response:

@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .customer_directory import CustomerDirectory
+
 OUTCOMES = ("complete", "failed", "in_progress")
 _OUTCOME_ALIASES = {
     "complete": "complete",
@@ -64,11 +66,14 @@ class CustomerScenario:
 
 
 class Customers:
-    """Thread-safe registry of ``CustomerScenario`` by customer id (case-insensitive)."""
+    """Thread-safe registry of ``CustomerScenario`` by customer id (case-insensitive), and the
+    partner's customer list (``directory``: who ``GET /v1/customers`` lists; a scenario alone does
+    not put a customer on it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._scenarios: dict[str, CustomerScenario] = {}
+        self.directory = CustomerDirectory()
 
     def set(self, customer_id: str, **settings: Any) -> CustomerScenario:
         """Create or update a customer's scenario; ``polls_until_final`` is accepted as an alias."""
@@ -90,8 +95,10 @@ class Customers:
             return self._scenarios.get(customer_id.lower(), CustomerScenario())
 
     def clear(self) -> None:
+        """Forget every scenario and empty the customer list."""
         with self._lock:
             self._scenarios.clear()
+        self.directory.clear()
 
     def snapshot(self) -> dict[str, CustomerScenario]:
         with self._lock:

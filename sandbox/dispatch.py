@@ -1,4 +1,4 @@
-"""The request pipeline: route, apply faults and latency, call the service, record, answer.
+"""The request pipeline: route, apply faults, throttle and latency, call the service, record, answer.
 
 Kept apart from the socket code so the order of effects is in one place, because that order is
 what tests rely on: a call is recorded (and an upgrade counted) *before* any byte of the answer
@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from . import partner_center
 from .recorder import RecordedCall
 from .routes import CONTROL, Match, RouteTable
 from .wire import Request, Response
@@ -81,6 +82,14 @@ class Dispatcher:
         if fault is not None and fault.kind == "delay" and state.wait(fault.seconds):
             channel.reset()
             return
+        if route.service == "partner_center":
+            # Partner Center's throttle answers at once, before any latency or processing.
+            wait = state.throttle.admit()
+            if wait is not None:
+                response = partner_center.throttled(request, wait)
+                self._record(request, route.service, route.operation, arrived, response.status)
+                channel.send(response)
+                return
         # Latency is spent before processing: a client that gives up during it changed nothing.
         if route.service == "partner_center" and state.wait(state.latency):
             channel.reset()

@@ -31,7 +31,7 @@ TARGET_PRODUCT_NAME = "Microsoft Azure plan"
 SUPPORTED_FAMILIES = ("azure",)
 
 
-def _headers(request: Request) -> dict[str, str]:
+def tracing_headers(request: Request) -> dict[str, str]:
     """Echo MS-CorrelationId / MS-RequestId (or mint them, as the service does) and add MS-CV."""
     cv = request.headers.get("MS-CV")
     return {
@@ -44,11 +44,12 @@ def _headers(request: Request) -> dict[str, str]:
 
 def error(request: Request, status: int, code: int, description: str, extra: dict[str, str] | None = None) -> Response:
     """A Partner Center error response with the usual tracing headers."""
-    return Response.json(status, partner_center_error(code, description), {**_headers(request), **(extra or {})})
+    return Response.json(status, partner_center_error(code, description), {**tracing_headers(request), **(extra or {})})
 
 
-def _authenticate(request: Request, state: SandboxState) -> Response | None:
-    """App+User token for Partner Center issued by the sandbox's Entra, unexpired; else 401."""
+def authenticate(request: Request, state: SandboxState, *, app_only_allowed: bool = False) -> Response | None:
+    """App+User token for Partner Center issued by the sandbox's Entra, unexpired; else 401.
+    ``app_only_allowed``: an app-only token will do too (listing customers accepts both)."""
     realm = {"WWW-Authenticate": f"OAuth realm=urn:cpsvc:cpid:{new_guid()}"}
     token = request.bearer_token()
     if token is None:
@@ -58,7 +59,7 @@ def _authenticate(request: Request, state: SandboxState) -> Response | None:
         return error(request, 401, 400, "Access denied: the token is not a Partner Center token.", realm)
     if record.expired():
         return error(request, 401, 400, "Access denied: the token has expired.", realm)
-    if not record.delegated:
+    if not record.delegated and not app_only_allowed:
         return error(
             request,
             401,
@@ -71,7 +72,7 @@ def _authenticate(request: Request, state: SandboxState) -> Response | None:
 
 def _authorized_upgrade_request(request: Request, state: SandboxState) -> Response | tuple[str, str]:
     """Every product-upgrade operation starts the same way: a valid token, then the body."""
-    return _authenticate(request, state) or _upgrade_request(request)
+    return authenticate(request, state) or _upgrade_request(request)
 
 
 def _upgrade_request(request: Request) -> Response | tuple[str, str]:
@@ -119,7 +120,7 @@ def create_upgrade(request: Request, state: SandboxState) -> Response:
     with state.upgrades.lock:
         replay = state.upgrades.by_request_id(request_id)
         if replay is not None:
-            response = Response.empty(202, {**_headers(request), "Location": _location(state, replay)})
+            response = Response.empty(202, {**tracing_headers(request), "Location": _location(state, replay)})
             response.replayed = True
             return response
         _ensure_preexisting(state, customer_id, family)
@@ -134,7 +135,7 @@ def create_upgrade(request: Request, state: SandboxState) -> Response:
         if not scenario.eligible:
             return error(request, scenario.error_status, scenario.error_code, scenario.ineligible_reason)
         upgrade = state.upgrades.create(customer_id, family, scenario, request_id=request_id)
-    return Response.empty(202, {**_headers(request), "Location": _location(state, upgrade)})
+    return Response.empty(202, {**tracing_headers(request), "Location": _location(state, upgrade)})
 
 
 def eligibility(request: Request, state: SandboxState) -> Response:
@@ -159,7 +160,7 @@ def eligibility(request: Request, state: SandboxState) -> Response:
         body.update(isEligible=False, reason=scenario.ineligible_reason)
     else:
         body["isEligible"] = True
-    return Response.json(200, body, _headers(request))
+    return Response.json(200, body, tracing_headers(request))
 
 
 def _error_details(upgrade: Upgrade) -> dict[str, str]:
@@ -221,14 +222,20 @@ def upgrade_status(request: Request, state: SandboxState, upgrade_id: str) -> Re
             )
         upgrade.poll()
         body = status_body(upgrade)
-    return Response.json(200, body, _headers(request))
+    return Response.json(200, body, tracing_headers(request))
+
+
+def throttled(request: Request, retry_after_seconds: int) -> Response:
+    """Over the partner's rate (``state.throttle``): 429, Retry-After and Partner Center's own body."""
+    seconds = str(retry_after_seconds)
+    return Response.json(429, throttled_error(seconds), {**tracing_headers(request), "Retry-After": seconds})
 
 
 def fault_response(request: Request, action: FaultAction, state: SandboxState) -> Response:
     """An injected error: 429 uses the throttling body, everything else the code/description shape."""
     extra = {"Retry-After": action.retry_after} if action.retry_after else None
     if action.status == 429:
-        return Response.json(429, throttled_error(action.retry_after), {**_headers(request), **(extra or {})})
+        return Response.json(429, throttled_error(action.retry_after), {**tracing_headers(request), **(extra or {})})
     default_code = 800003 if action.status >= 500 else 800002
     code = int(action.params.get("code", default_code))
     description = str(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import control, entra, key_vault, managed_identity, partner_center
+from . import control, customer_listing, entra, key_vault, managed_identity, partner_center
 from .faults import FaultAction
 from .state import SandboxState
 from .wire import Request, Response
@@ -81,6 +81,8 @@ def tls_routes() -> RouteTable:
             _route("POST", r"^/_sandbox/faults/?$", CONTROL, "faults", control.add_faults),
             _route("DELETE", r"^/_sandbox/faults/?$", CONTROL, "faults", control.clear_faults),
             _route("PUT", r"^/_sandbox/latency/?$", CONTROL, "latency", control.set_latency),
+            _route("PUT", r"^/_sandbox/throttle/?$", CONTROL, "throttle", control.set_throttle),
+            _route("POST", r"^/_sandbox/customers/seed/?$", CONTROL, "customers_seed", control.seed_customers),
             _route("POST", r"^/_sandbox/caller-tokens/?$", CONTROL, "caller_tokens", control.caller_token),
             _route("POST", r"^/_sandbox/signing-keys/rotate/?$", CONTROL, "signing_keys", control.rotate_signing_keys),
             _route(
@@ -114,6 +116,15 @@ def tls_routes() -> RouteTable:
             ),
             _route(
                 "PUT", r"^/secrets/(?P<name>[^/]+)/?$", kv, "set_secret", key_vault.set_secret, key_vault.fault_response
+            ),
+            _route(
+                "GET",
+                r"^/v1/customers/?$",
+                pc,
+                "list_customers",
+                customer_listing.list_customers,
+                partner_center.fault_response,
+                ci,
             ),
             _route(
                 "POST",

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
 
+    from .customer_directory import CustomerProfile
+    from .customer_seed import SeedSummary
     from .customers import Customers
     from .faults import Faults
     from .recorder import RecordedCall
+    from .throttle import ThrottleSetting
 
 APP_ID_SECRET = "partner-center-app-id"
 APP_SECRET_SECRET = "partner-center-app-secret"
@@ -328,6 +331,38 @@ class Sandbox:
     @property
     def customers(self) -> Customers:
         return self._state.customers
+
+    def set_throttle(self, per_minute: float | None, *, window_seconds: float = 60.0) -> None:
+        """Partner Center's throttle: above ``per_minute`` calls (all operations, this one partner,
+        counted over a sliding ``window_seconds``) answer 429 + Retry-After; None switches it off
+        and forgets the calls counted (a new rate on a running throttle keeps counting them)."""
+        from .throttle import ThrottleSetting
+
+        if per_minute is None:
+            self._state.throttle.clear()
+        else:
+            self._state.throttle.configure(ThrottleSetting(per_minute, window_seconds))
+
+    @property
+    def throttle(self) -> ThrottleSetting | None:
+        """The throttle's setting (None: off, the default)."""
+        return self._state.throttle.setting
+
+    @property
+    def throttled_calls(self) -> int:
+        """How many Partner Center calls the throttle has answered with 429."""
+        return self._state.throttle.refused
+
+    def seed_customers(self, count: int, *, random_seed: int | None = None) -> SeedSummary:
+        """``count`` more customers on the partner's list (``GET /v1/customers``), a realistic mix:
+        some ineligible with Partner Center's reasons, some already upgraded or being upgraded."""
+        from .customer_seed import seed_customers
+
+        return seed_customers(self._state.customers, count, random_seed)
+
+    def listed_customers(self) -> list[CustomerProfile]:
+        """The partner's customer list, in the order ``GET /v1/customers`` pages through it."""
+        return self._state.customers.directory.all()
 
     @property
     def latency(self) -> float:

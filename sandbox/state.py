@@ -16,6 +16,7 @@ from .caller_tokens import DEFAULT_AUDIENCE, KeyRing
 from .customers import Customers
 from .faults import Faults
 from .recorder import CallLog
+from .throttle import Throttle
 from .tokens import TokenStore
 from .upgrades import UpgradeStore
 from .vault_store import SecretStore
@@ -50,6 +51,7 @@ class SandboxState:
         self.upgrades = UpgradeStore()
         self.customers = Customers()
         self.faults = Faults()
+        self.throttle = Throttle()  # Partner Center's per-partner rate; off until configured
         self.calls = CallLog()
         self.identity_header = secrets.token_urlsafe(32)
         self.signing_keys = KeyRing()  # signs the app's callers' tokens; published at the jwks_uri

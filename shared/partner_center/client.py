@@ -44,7 +44,7 @@ from shared.errors import (
 from shared.identifiers import GUID_PATTERN
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     import requests
 
@@ -123,6 +123,11 @@ class PartnerCenterClient:
         self._session = session or build_session(max_retry_after_seconds, self.worst_case_seconds, self._endpoint)
 
     @property
+    def endpoint(self) -> str:
+        """The Partner Center root URL every path is sent to (no trailing slash)."""
+        return self._endpoint
+
+    @property
     def worst_case_seconds(self) -> float:
         """Longest one call can take with every retry spent: each answered attempt waits the full
         read timeout, each failed connect the connect timeout, each retry the longest wait we
@@ -172,6 +177,23 @@ class PartnerCenterClient:
         """Partner Center's ProductUpgradesStatus resource, as it sent it."""
         return self._query(STATUS_PATH.format(upgrade_id=upgrade_id), customer_id, product_family, context)
 
+    def get_json(self, path: str, context: CallContext, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """GET `path` (from the endpoint's root, query included) as a JSON object, with the same
+        token, 401 renewal, retries, deadlines, tracing headers and error mapping as the product
+        upgrade calls. `headers`: extra headers the resource asks for (a `links.next` entry's
+        `MS-ContinuationToken`); ours (Authorization, MS-RequestId, ...) are never overridden."""
+        import requests
+
+        try:
+            response = self._send(path, None, context, self._token(), method="GET", extra_headers=headers)
+            if response.status_code == 401:
+                log.warning("partner_center.unauthorized_retrying correlation_id=%s", context.correlation_id)
+                token = self._token(force_refresh=True)
+                response = self._send(path, None, context, token, method="GET", extra_headers=headers)
+        except requests.RequestException as error:
+            raise UpstreamError(f"Partner Center did not answer ({type(error).__name__})") from None
+        return self._json_object(response, context)
+
     def _query(self, path: str, customer_id: str, product_family: str, context: CallContext) -> dict[str, Any]:
         import requests
 
@@ -179,6 +201,9 @@ class PartnerCenterClient:
             response = self._post(path, customer_id, product_family, context)
         except requests.RequestException as error:
             raise UpstreamError(f"Partner Center did not answer ({type(error).__name__})") from None
+        return self._json_object(response, context)
+
+    def _json_object(self, response: requests.Response, context: CallContext) -> dict[str, Any]:
         if response.status_code != 200:
             raise _error_from(response, context)
         try:
@@ -208,8 +233,18 @@ class PartnerCenterClient:
                 raise DeadlineExceeded("No App+User token could be had within the deadline") from None
             raise
 
-    def _send(self, path: str, body: str, context: CallContext, token: str) -> requests.Response:
+    def _send(
+        self,
+        path: str,
+        body: str | None,
+        context: CallContext,
+        token: str,
+        *,
+        method: str = "POST",
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         headers = {
+            **(extra_headers or {}),
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "Content-Type": "application/json",
@@ -219,11 +254,14 @@ class PartnerCenterClient:
             "MS-PartnerCenter-Application": APPLICATION_NAME,
             "X-Locale": "en-US",
         }
+        if body is None:
+            del headers["Content-Type"]
         started = time.monotonic()
-        response = self._session.post(self._endpoint + path, data=body, headers=headers, timeout=self._timeout)
+        send = self._session.get if method == "GET" else self._session.post
+        response = send(self._endpoint + path, data=body, headers=headers, timeout=self._timeout)
         log.info(
             "partner_center.call path=%s status=%s duration_ms=%d correlation_id=%s request_id=%s",
-            _path_template(path),
+            _path_template(urlsplit(path).path),
             response.status_code,
             (time.monotonic() - started) * 1000,
             context.correlation_id,

@@ -35,6 +35,7 @@ HOST_SETTINGS = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 # Flex Consumption rejects these (the runtime is in functionAppConfig) or they carry a key.
 FORBIDDEN_SETTINGS = {

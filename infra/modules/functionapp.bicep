@@ -154,6 +154,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
+        // host.json telemetryMode OpenTelemetry: the worker streams the app's own telemetry (the app
+        // configures the Azure Monitor distro with the identity above: shared/telemetry/setup.py) and
+        // each invocation runs in the host's request trace context.
+        {
+          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          value: 'true'
+        }
         // The app's own settings (shared/settings.py).
         {
           name: 'KEY_VAULT_URL'

@@ -495,6 +495,7 @@ class TelemetrySettings:
     connection_string: str | None
     entra_auth: bool
     managed_identity_client_id: str | None
+    sampler_chosen: bool  # OTEL_TRACES_SAMPLER is set: the operator chose the sampling, not the app
 
 
 def telemetry_settings(environ: Mapping[str, str] | None = None) -> TelemetrySettings:
@@ -509,4 +510,5 @@ def telemetry_settings(environ: Mapping[str, str] | None = None) -> TelemetrySet
         connection_string=connection_string,
         entra_auth=parts.get("Authorization", "").strip().upper() == "AAD",
         managed_identity_client_id=parts.get("ClientId", "").strip() or None,
+        sampler_chosen=bool((env.get("OTEL_TRACES_SAMPLER") or "").strip()),
     )

@@ -21,6 +21,7 @@ from shared.identifiers import GUID_PATTERN
 from shared.telemetry import attributes, metrics
 
 PARTNER_CENTER_MARKER = "MS-Contract-Version"
+ENTRA_TOKEN_PATH = "/oauth2/v2.0/token"  # noqa: S105 (a URL path, not a password)
 _STARTED = "_csp_telemetry_started"  # set on the PreparedRequest: gone with it, even if the call raises
 
 
@@ -42,6 +43,8 @@ def request_hook(span: Any, request: Any) -> None:
     """Before the call: name the span, note what was sent (never the Authorization header)."""
     headers = request.headers
     if PARTNER_CENTER_MARKER not in headers:
+        if urlsplit(request.url).path.endswith(ENTRA_TOKEN_PATH):
+            span.update_name("Entra token")  # MSAL's grant for the Partner Center token
         return
     setattr(request, _STARTED, time.monotonic())
     operation = operation_of(urlsplit(request.url).path)

@@ -42,9 +42,14 @@ def configure(environ: Mapping[str, str] | None = None) -> bool:
 
             client_id = settings.managed_identity_client_id
             credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+        # Every trace kept unless the operator chose a sampler (OTEL_TRACES_SAMPLER): the distro's own
+        # default is 5 traces a second, which drops the first ones of a quiet app and parts of a
+        # campaign's burst, the calls an operator most wants to see. Volume is a few spans per upgrade.
+        sampling = {} if settings.sampler_chosen else {"sampling_ratio": 1.0}
         configure_azure_monitor(
             connection_string=settings.connection_string,
             credential=credential,
+            **sampling,
             # `requests` is instrumented below, with the Partner Center hooks; everything else as the distro does.
             instrumentation_options={"requests": {"enabled": False}},
         )
@@ -60,8 +65,10 @@ def activate(tracer_provider: Any, meter_provider: Any) -> None:
     from opentelemetry import metrics, trace
 
     with _lock:
-        trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(meter_provider)
+        if trace.get_tracer_provider() is not tracer_provider:
+            trace.set_tracer_provider(tracer_provider)
+        if metrics.get_meter_provider() is not meter_provider:
+            metrics.set_meter_provider(meter_provider)
         instrument_libraries()
         set_active(True)
 

@@ -569,6 +569,10 @@ def module_env(infra: Infra, file: str, vnet: bool) -> dict[str, Any]:
     for name, value in infra.module_args(infra.module_path_of(file)).items():
         evaluated = evaluate(value, main_env)
         env[name] = evaluated if isinstance(evaluated, bool | str | int) or evaluated is None else render(value)
+    for name, variable in (infra.bicep[file].get("variables") or {}).items():
+        value = evaluate(variable["value"], env)
+        if isinstance(value, bool | str | int):
+            env[name] = value
     return env
 
 
@@ -1066,6 +1070,17 @@ MUTATIONS = [
         ],
         "with vnetEnabled=true: infra/modules/storage.bicep:storage has public access (publicNetworkAccess Enabled",
         id="vnet-storage-public",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "keyvault.bicep",
+                "var publicNetworkAccess = privateNetworking ? 'Disabled' : 'Enabled'",
+                "var publicNetworkAccess = 'Enabled'",
+            )
+        ],
+        "with vnetEnabled=true: infra/modules/keyvault.bicep:vault has public access (publicNetworkAccess Enabled",
+        id="vnet-vault-public",
     ),
     pytest.param(
         [(MODULE + "keyvault.bicep", "defaultAction: 'Deny'", "defaultAction: 'Allow'")],

@@ -321,3 +321,30 @@ def test_with_a_connection_string_the_distro_exports_the_apps_spans():
     assert state == {"active": True, "opentelemetry_imported": True, "distro_imported": True}
     tracks = [text for text in Ingestion.received if "/track" in text]
     assert any("probe_function" in text and TRACE_ID in text for text in tracks), [t[:300] for t in Ingestion.received]
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [
+        ("/v1/productUpgrades", "create"),
+        ("/v1/productUpgrades/eligibility", "eligibility"),
+        ("/v1/productUpgrades/0d8a3c1e-6b1f-4c55-9a3e-2d8f7b6c5a41/status", "status"),
+        ("/v1/customers", "customers"),
+        ("/v1/customers/0d8a3c1e-6b1f-4c55-9a3e-2d8f7b6c5a41/subscriptions", "customers"),
+        ("/v1/invoices/0d8a3c1e-6b1f-4c55-9a3e-2d8f7b6c5a41", "/v1/invoices/{id}"),
+    ],
+)
+def test_partner_center_operations_are_named_without_ids(path: str, operation: str):
+    from shared.telemetry.outbound import operation_of
+
+    assert operation_of(path) == operation
+
+
+def test_a_campaign_is_a_dimension_where_a_request_has_one(otel: Otel):
+    from shared.telemetry import metrics
+
+    before = otel.total("upgrade_requests", **{attributes.CAMPAIGN_ID: "spring-2027"})
+    metrics.request_outcome("accepted", "Azure", campaign_id="spring-2027")
+    metrics.request_outcome("accepted", "Azure")
+
+    assert otel.total("upgrade_requests", **{attributes.CAMPAIGN_ID: "spring-2027"}) == before + 1

@@ -348,3 +348,20 @@ def test_a_campaign_is_a_dimension_where_a_request_has_one(otel: Otel):
     metrics.request_outcome("accepted", "Azure")
 
     assert otel.total("upgrade_requests", **{attributes.CAMPAIGN_ID: "spring-2027"}) == before + 1
+
+
+def test_azure_runs_the_app_with_opentelemetry_as_documented():
+    """host.json's telemetryMode, the worker setting, the distro in the lock: what Microsoft's
+    "Use OpenTelemetry with Azure Functions" (Python) asks for; the connection string and Entra
+    auth are test_infra.py's."""
+    from .test_infra import app_settings, real_infra, render
+
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    _, values = app_settings(real_infra())
+    assert render(values.get("PYTHON_ENABLE_OPENTELEMETRY")) == "true"
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY" not in values  # the worker's own setup has no credential
+    assert any(
+        line.startswith("azure-monitor-opentelemetry==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+    )

@@ -70,5 +70,8 @@ $(VENV_INFRA)/.installed: requirements-infra.txt
 	$(VENV_INFRA)/bin/python -m pip install --quiet -r requirements-infra.txt
 	touch $@
 
+# CKV_AZURE_189 (vault public access) is skipped here as well as inline: checkov 3.3.30 crashes on it
+# when publicNetworkAccess is a condition (the VNET_ENABLED variant; tests/test_infra.py checks it).
 infra-check: $(VENV_INFRA)/.installed
-	$(VENV_INFRA)/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
+	$(VENV_INFRA)/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download \
+		--skip-check CKV_AZURE_189

@@ -1075,8 +1075,8 @@ MUTATIONS = [
         [
             (
                 MODULE + "keyvault.bicep",
-                "var publicNetworkAccess = privateNetworking ? 'Disabled' : 'Enabled'",
-                "var publicNetworkAccess = 'Enabled'",
+                "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'",
+                "publicNetworkAccess: 'Enabled'",
             )
         ],
         "with vnetEnabled=true: infra/modules/keyvault.bicep:vault has public access (publicNetworkAccess Enabled",

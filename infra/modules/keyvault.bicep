@@ -34,9 +34,6 @@ param workspaceId string
 // protection make a deleted secret recoverable for 90 days.
 var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
-// A variable, not the expression inline: checkov 3.3.30's CKV_AZURE_189 crashes on an inline condition.
-var publicNetworkAccess = privateNetworking ? 'Disabled' : 'Enabled'
-
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109:Default-deny with public access Disabled is the VNET_ENABLED variant (privateNetworking, tests/test_infra.py checks it). Without it a Flex Consumption app has no fixed outbound IPs and is not a trusted service, so a vault firewall would lock the app out; access is Entra ID + RBAC only (no access policies), audit-logged
   // checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: public network access is Disabled in the VNET_ENABLED variant; otherwise every request needs an Entra token with a role on this vault
@@ -56,7 +53,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     networkAcls: privateNetworking ? {
       defaultAction: 'Deny'
       bypass: 'None'

@@ -49,12 +49,11 @@ def accept_and_submit(
     accepted = runtime.intake.accept(
         target, correlation_id, key_hash, queue=queue, callback_url=callback_url, requested_by=requested_by
     )
-    if not accepted.replayed:
-        request_outcome("accepted", accepted.stored.record.product_family)
     if accepted.replayed:
         if callback_url and accepted.stored.record.callback_url != callback_url:
             return Accepted(set_callback(runtime, accepted.stored.record.request_id, callback_url), replayed=True)
         return accepted
+    request_outcome("accepted", accepted.stored.record.product_family)
     if queue:
         return accepted
     # A new inline request is stored as `submitting` under our lease: it is already claimed.

@@ -365,3 +365,15 @@ def test_azure_runs_the_app_with_opentelemetry_as_documented():
         line.startswith("azure-monitor-opentelemetry==")
         for line in (ROOT / "requirements.txt").read_text().splitlines()
     )
+
+
+def test_a_replayed_request_is_not_counted_twice(api: Api, otel: Otel, customer_id):
+    accepted = {attributes.OUTCOME: "accepted"}
+    before = otel.total("upgrade_requests", **accepted)
+
+    first = api.upgrade(customer_id, headers={"Idempotency-Key": "k-1"})
+    again = api.upgrade(customer_id, headers={"Idempotency-Key": "k-1"})
+
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["requestId"] == first.json()["requestId"]
+    assert otel.total("upgrade_requests", **accepted) == before + 1

@@ -8,6 +8,11 @@ import azure.functions as func
 from shared.api import campaign_routes, request_routes, timer_trigger, upgrade_routes
 from shared.api.caller_auth import host_auth_level
 from shared.settings import PENDING_SCHEDULE_BINDING
+from shared.telemetry.setup import configure as configure_telemetry
+
+# Application Insights through OpenTelemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set (Azure);
+# otherwise nothing is set up or sent (docs/operating.md, "Telemetry").
+configure_telemetry()
 
 # FUNCTION (a function key at the host) only with CALLER_AUTH=function-key; otherwise ANONYMOUS and
 # each route checks the caller's Entra token and app role itself (see shared/api/caller_auth.py).

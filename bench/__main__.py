@@ -290,6 +290,15 @@ def scenario_warm(args: argparse.Namespace, problems: list[str]) -> dict[str, An
         f"  floor (bare POST between one plain insert and one ETag replace, the least a 2-round-trip"
         f" design does): p50 ratio {main['ratioP50FloorVsBare']:.3f}, {floor_overhead:.1f} ms around the call"
     )
+    telemetry = run_isolated("telemetry_cost:run", {"n": n, "warmup": args.warm_warmup, "latency": latency}, timeout)
+    print(
+        f"\n  telemetry (OpenTelemetry, in-memory export) on / off: p50 {telemetry['ratioP50']:.3f}"
+        f" ({telemetry['onP50Ms']:.1f} vs {telemetry['offP50Ms']:.1f} ms, +{telemetry['overheadP50Ms']:.1f} ms),"
+        f" p99 {telemetry['ratioP99']:.3f}, {telemetry['spansPerUpgrade']:g} spans per upgrade"
+        f" (target p50 <= {telemetry['targetP50']}: {'met' if telemetry['targetMet'] else 'NOT met'})"
+    )
+    if not telemetry["targetMet"]:
+        problems.append(f"warm: telemetry on/off p50 ratio {telemetry['ratioP50']} above {telemetry['targetP50']}")
     sweep = {}
     for extra in args.warm_sweep:
         result = run_isolated(
@@ -343,7 +352,7 @@ def scenario_warm(args: argparse.Namespace, problems: list[str]) -> dict[str, An
                 for label, v in (("as is", scan["asIs"]), ("+150 app settings", scan["more"]))
             ],
         )
-    return {"main": main, "sweep": sweep}
+    return {"main": main, "telemetry": telemetry, "sweep": sweep}
 
 
 # --- scenario 3 ----------------------------------------------------------------------------

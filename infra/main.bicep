@@ -44,6 +44,9 @@ param upgradeRequestsTable string = 'productupgraderequests'
 @description('Most Flex Consumption instances the app scales out to.')
 param maximumInstanceCount int = 40
 
+@description('VNET_ENABLED: storage and Key Vault only behind private endpoints (public access Disabled, deny by default), the app\'s outbound traffic through a virtual network. Default false: public endpoints, identity-only access (docs/deploying.md).')
+param vnetEnabled bool = false
+
 @description('Resource group name; default rg-{environmentName}.')
 param resourceGroupName string = ''
 
@@ -127,6 +130,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: 'app-package'
     tableName: upgradeRequestsTable
     identityPrincipalId: identity.outputs.principalId
+    privateNetworking: vnetEnabled
   }
 }
 
@@ -141,6 +145,32 @@ module keyVault 'modules/keyvault.bicep' = {
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
     workspaceId: monitoring.outputs.workspaceId
+    privateNetworking: vnetEnabled
+  }
+}
+
+// VNET_ENABLED only: the network, and the private endpoints through which the app reaches its storage
+// account and Key Vault once their public endpoints are closed (docs/deploying.md, "Private networking").
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: 'vnet-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module privateEndpoints 'modules/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    virtualNetworkId: network.outputs.virtualNetworkId
+    subnetId: network.outputs.privateEndpointSubnetId
+    storageAccountId: storage.outputs.id
+    keyVaultId: keyVault.outputs.id
   }
 }
 
@@ -178,6 +208,7 @@ module functionApp 'modules/functionapp.bicep' = {
     callerTenantIds: tenant().tenantId
     settings: union(settingDefaults, appSettingOverrides)
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
   }
 }
 

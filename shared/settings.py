@@ -478,3 +478,37 @@ def load_caller_settings(environ: Mapping[str, str] | None = None) -> CallerSett
     if read.problems:
         raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))
     return CallerSettings(mode=mode, audiences=audiences, tenant_ids=tenant_ids, authority_host=authority_host)
+
+
+# Host settings the telemetry reads (Application Insights' own names, set by infra/, not ALL_SETTINGS:
+# the code has no default for them and runs without them).
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Where telemetry goes: nowhere without a connection string (local runs and tests stay
+    offline); with `Authorization=AAD` in the authentication string, sent with the managed identity
+    (`ClientId=` selects the user-assigned one), as the host does, because local auth is off."""
+
+    connection_string: str | None
+    entra_auth: bool
+    managed_identity_client_id: str | None
+    sampler_chosen: bool  # OTEL_TRACES_SAMPLER is set: the operator chose the sampling, not the app
+
+
+def telemetry_settings(environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+    env = environ_or(environ)
+    connection_string = (env.get(APPLICATIONINSIGHTS_CONNECTION_STRING) or "").strip() or None
+    parts = dict(
+        part.split("=", 1)
+        for part in (env.get(APPLICATIONINSIGHTS_AUTHENTICATION_STRING) or "").split(";")
+        if "=" in part
+    )
+    return TelemetrySettings(
+        connection_string=connection_string,
+        entra_auth=parts.get("Authorization", "").strip().upper() == "AAD",
+        managed_identity_client_id=parts.get("ClientId", "").strip() or None,
+        sampler_chosen=bool((env.get("OTEL_TRACES_SAMPLER") or "").strip()),
+    )

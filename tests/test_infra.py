@@ -35,6 +35,7 @@ HOST_SETTINGS = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 # Flex Consumption rejects these (the runtime is in functionAppConfig) or they carry a key.
 FORBIDDEN_SETTINGS = {
@@ -125,7 +126,15 @@ class Infra:
         """The params main.bicep passes to the module at `module_path`."""
         for module in (self.bicep[MAIN].get("modules") or {}).values():
             if module["detail"]["path"] == module_path:
-                return module["config"]["params"]
+                return module_config(module)["params"]
+        raise AssertionError(f"main.bicep does not call {module_path}")
+
+    def module_condition(self, module_path: str) -> Any:
+        """main.bicep's `if (...)` on the module at `module_path`; None when unconditional."""
+        for module in (self.bicep[MAIN].get("modules") or {}).values():
+            if module["detail"]["path"] == module_path:
+                config = module["config"]
+                return config["condition"] if "condition" in config and "config" in config else None
         raise AssertionError(f"main.bicep does not call {module_path}")
 
     def module_path_of(self, file: str) -> str:
@@ -139,6 +148,12 @@ class Infra:
             if text in args:
                 return render(args[text])
         return text
+
+
+def module_config(module: dict[str, Any]) -> dict[str, Any]:
+    """A module's body (name, params), whether or not it has an `if (...)`."""
+    config = module["config"]
+    return config["config"] if "condition" in config and "config" in config else config
 
 
 def render(expression: Any) -> str:
@@ -483,6 +498,254 @@ def check_azd(infra: Infra) -> list[str]:
     return problems
 
 
+# --- private networking (VNET_ENABLED) ------------------------------------------------------------
+
+PRIVATE_NETWORK_MODULES = ("modules/network.bicep", "modules/private-endpoints.bicep")
+PRIVATE_ENDPOINT_AVM = "avm/res/network/private-endpoint"
+PRIVATE_DNS_ZONE_AVM = "avm/res/network/private-dns-zone"
+VIRTUAL_NETWORK_AVM = "avm/res/network/virtual-network"
+APP_SUBNET_DELEGATION = "Microsoft.App/environments"
+# Private endpoint group id -> the private DNS zone it needs, and which main.bicep resource it serves.
+# No queue: the app has no queue, blob or Durable trigger, so nothing uses the queue service.
+PRIVATE_ENDPOINT_GROUPS = {
+    "blob": (
+        re.compile(r"privatelink\.blob\.(\$\{environment\(\)\.suffixes\.storage\}|core\.windows\.net)"),
+        "storage",
+    ),
+    "table": (
+        re.compile(r"privatelink\.table\.(\$\{environment\(\)\.suffixes\.storage\}|core\.windows\.net)"),
+        "storage",
+    ),
+    "vault": (re.compile(r"privatelink\.vaultcore\.azure\.net"), "keyVault"),
+}
+# Resources whose data plane must have no public endpoint with vnetEnabled, and their main.bicep module.
+DATA_PLANE = {"Microsoft.Storage/storageAccounts": "storage", "Microsoft.KeyVault/vaults": "keyVault"}
+# Public by design in both variants: the API that Power Automate and webhooks call over the internet.
+PUBLIC_BY_DESIGN = {"Microsoft.Web/sites"}
+UNKNOWN = object()
+
+
+def evaluate(expression: Any, env: dict[str, Any]) -> Any:
+    """The value of a Bicep expression where `env` gives the parameters that decide it (the
+    variant's vnetEnabled and what main.bicep passes a module); anything else stays as rendered
+    text (`network.outputs.appSubnetId`), so a check can tell what a property is wired to."""
+    if isinstance(expression, str):
+        return env.get(expression, expression)
+    if expression is None or isinstance(expression, bool | int):
+        return expression
+    if isinstance(expression, list):
+        return [evaluate(item, env) for item in expression]
+    if "operator" in expression:
+        kind, operands = expression["operator"]["type"], expression["operator"]["operands"]
+        if kind == "conditional":
+            condition = evaluate(operands["condition"], env)
+            if isinstance(condition, bool):
+                return evaluate(operands["true_value" if condition else "false_value"], env)
+            return UNKNOWN
+        if kind == "not":
+            value = evaluate(operands["bool_value"], env)
+            return (not value) if isinstance(value, bool) else UNKNOWN
+        return render(expression)
+    if "function" in expression:
+        function = expression["function"]
+        if function["type"] == "empty":
+            value = evaluate(function["parameters"]["item_to_test"], env)
+            return value in ("", None, [], {}) if value is not UNKNOWN else UNKNOWN
+        return render(expression)
+    return {key: evaluate(value, env) for key, value in expression.items()}
+
+
+def module_env(infra: Infra, file: str, vnet: bool) -> dict[str, Any]:
+    """The parameters of `file` in the variant: main.bicep's vnetEnabled, or the module's defaults
+    overlaid with what main.bicep passes it (evaluated in main's variant)."""
+    main_env = {"vnetEnabled": vnet}
+    if file == MAIN:
+        return main_env
+    env = {
+        name: parameter["default"]
+        for name, parameter in (infra.bicep[file].get("parameters") or {}).items()
+        if isinstance(parameter.get("default"), bool | str | int)
+    }
+    for name, value in infra.module_args(infra.module_path_of(file)).items():
+        evaluated = evaluate(value, main_env)
+        env[name] = evaluated if isinstance(evaluated, bool | str | int) or evaluated is None else render(value)
+    for name, variable in (infra.bicep[file].get("variables") or {}).items():
+        value = evaluate(variable["value"], env)
+        if isinstance(value, bool | str | int):
+            env[name] = value
+    return env
+
+
+def registry_modules(infra: Infra, avm_path: str) -> dict[str, dict[str, Any]]:
+    """Every module call of the registry module `avm_path`, by `file:symbol`."""
+    return {
+        f"{file}:{symbol}": module
+        for file, parsed in infra.bicep.items()
+        for symbol, module in (parsed.get("modules") or {}).items()
+        if module["type"] == "bicep_registry_alias" and module["detail"]["path"] == avm_path
+    }
+
+
+def check_registry_modules_pinned(infra: Infra) -> list[str]:
+    """Every Azure Verified Module is taken from the public registry at an exact version."""
+    problems = []
+    for file, parsed in infra.bicep.items():
+        for symbol, module in (parsed.get("modules") or {}).items():
+            if module["type"] == "local":
+                continue
+            detail = module["detail"]
+            if not (detail.get("public") and str(detail.get("path", "")).startswith("avm/")):
+                problems.append(
+                    f"{file}:{symbol} is {detail.get('full')}, not an Azure Verified Module (br/public:avm)"
+                )
+            if not re.fullmatch(r"\d+\.\d+\.\d+", str(detail.get("tag"))):
+                problems.append(f"{file}:{symbol} takes {detail.get('full')}: pin an exact version")
+    return problems
+
+
+def check_private_networking(infra: Infra) -> list[str]:
+    """vnetEnabled (VNET_ENABLED, default false) adds the network and private endpoints and closes the
+    public endpoints of storage and Key Vault; without it nothing differs from the public variant."""
+    problems = []
+    parameter = (infra.bicep[MAIN].get("parameters") or {}).get("vnetEnabled")
+    if not parameter or parameter.get("type") != "bool" or parameter.get("default") is not False:
+        problems.append(f"main.bicep needs `param vnetEnabled bool = false`, has {parameter}")
+    azd_value = json.loads(infra.texts["infra/main.parameters.json"])["parameters"].get("vnetEnabled", {}).get("value")
+    if not re.fullmatch(r"\$\{VNET_ENABLED(=false)?\}", str(azd_value)):
+        problems.append(f"main.parameters.json sets vnetEnabled to {azd_value!r}, not ${{VNET_ENABLED}}")
+    for path in PRIVATE_NETWORK_MODULES:
+        condition = infra.module_condition(path)
+        if evaluate(condition, {"vnetEnabled": True}) is not True or evaluate(condition, {"vnetEnabled": False}):
+            problems.append(f"main.bicep deploys {path} with condition {render(condition)}, not if (vnetEnabled)")
+    for vnet in (False, True):
+        problems += [f"with vnetEnabled={str(vnet).lower()}: {problem}" for problem in _variant_problems(infra, vnet)]
+    problems += _network_problems(infra)
+    problems += _private_endpoint_problems(infra)
+    return problems
+
+
+def _variant_problems(infra: Infra, vnet: bool) -> list[str]:
+    """Public access of every data-plane resource, and the app's integration, in one variant."""
+    problems = []
+    for resource in infra.resources():
+        properties = resource.body.get("properties") or {}
+        if "publicNetworkAccess" not in properties or resource.type in PUBLIC_BY_DESIGN:
+            continue
+        env = module_env(infra, resource.file, vnet)
+        access = evaluate(properties["publicNetworkAccess"], env)
+        acls = evaluate(properties.get("networkAcls") or {}, env)
+        default_action = acls.get("defaultAction") if isinstance(acls, dict) else UNKNOWN
+        where = f"{resource.file}:{resource.symbol}"
+        if resource.type not in DATA_PLANE:
+            problems.append(
+                f"{where} ({resource.type}) has publicNetworkAccess: add it to DATA_PLANE or PUBLIC_BY_DESIGN"
+            )
+        elif vnet and (access != "Disabled" or default_action != "Deny"):
+            problems.append(
+                f"{where} has public access (publicNetworkAccess {access}, default action {default_action})"
+            )
+        elif not vnet and (access != "Enabled" or default_action != "Allow"):
+            problems.append(f"{where} differs from the public variant ({access}, {default_action})")
+    site = infra.one("Microsoft.Web/sites")
+    env = module_env(infra, site.file, vnet)
+    subnet = evaluate(site.body["properties"].get("virtualNetworkSubnetId"), env)
+    route_all = evaluate(site.body["properties"].get("siteConfig", {}).get("vnetRouteAllEnabled"), env)
+    if vnet and (subnet != "network.outputs.appSubnetId" or route_all is not True):
+        problems.append(
+            f"the function app's virtualNetworkSubnetId is {subnet} (route all: {route_all}), expected "
+            "network.outputs.appSubnetId with all outbound traffic routed through it"
+        )
+    if not vnet and (subnet not in (None, "") or route_all not in (None, False)):
+        problems.append(f"the function app is integrated with {subnet} without vnetEnabled")
+    return problems
+
+
+def _network_problems(infra: Infra) -> list[str]:
+    """The network has a private-endpoint subnet and an app subnet delegated to Microsoft.App/environments,
+    and the outputs the app and the endpoints use name those subnets."""
+    problems = []
+    networks = registry_modules(infra, VIRTUAL_NETWORK_AVM)
+    if len(networks) != 1:
+        return [f"expected one {VIRTUAL_NETWORK_AVM} module, found {len(networks)}"]
+    ((where, network),) = networks.items()
+    file = where.split(":")[0]
+    variables = {name: v["value"] for name, v in (infra.bicep[file].get("variables") or {}).items()}
+    subnets = {
+        evaluate(subnet.get("name"), variables): subnet
+        for subnet in module_config(network)["params"].get("subnets") or []
+    }
+    outputs = {name: render(output.get("value")) for name, output in (infra.bicep[file].get("outputs") or {}).items()}
+
+    def subnet_of(output: str) -> str | None:
+        match = re.search(r"/subnets/\$\{(\w+)\}$", outputs.get(output, ""))
+        return variables.get(match.group(1), match.group(1)) if match else None
+
+    app_subnet = subnets.get(subnet_of("appSubnetId"))
+    if app_subnet is None or app_subnet.get("delegation") != APP_SUBNET_DELEGATION:
+        problems.append(f"the app's subnet ({subnet_of('appSubnetId')}) is not delegated to {APP_SUBNET_DELEGATION}")
+    endpoint_subnet = subnets.get(subnet_of("privateEndpointSubnetId"))
+    if endpoint_subnet is None or endpoint_subnet is app_subnet or endpoint_subnet.get("delegation"):
+        problems.append("the private endpoints have no subnet of their own (undelegated, apart from the app's)")
+    args = infra.module_args("modules/private-endpoints.bicep")
+    if render(args.get("subnetId")) != "network.outputs.privateEndpointSubnetId":
+        problems.append(f"the private endpoints are placed in {render(args.get('subnetId'))}, not the endpoint subnet")
+    if render(args.get("virtualNetworkId")) != "network.outputs.virtualNetworkId":
+        problems.append("the private DNS zones are not linked to the app's network")
+    return problems
+
+
+def _private_endpoint_problems(infra: Infra) -> list[str]:
+    """Every private endpoint has a DNS zone group whose zone is the one its service needs and is
+    linked to the network; blob, table and vault each have one, on the right resource."""
+    problems = []
+    zones = registry_modules(infra, PRIVATE_DNS_ZONE_AVM)
+    args = infra.module_args("modules/private-endpoints.bicep")
+    covered = set()
+    for where, endpoint in registry_modules(infra, PRIVATE_ENDPOINT_AVM).items():
+        file = where.split(":")[0]
+        params = module_config(endpoint)["params"]
+        connections = params.get("privateLinkServiceConnections") or []
+        groups = [group for c in connections for group in c.get("properties", {}).get("groupIds") or []]
+        targets = [render(c.get("properties", {}).get("privateLinkServiceId")) for c in connections]
+        configs = (params.get("privateDnsZoneGroup") or {}).get("privateDnsZoneGroupConfigs") or []
+        if not configs:
+            problems.append(f"{where} has no private DNS zone group: its name would not resolve to it")
+            continue
+        for group, target in zip(groups, targets, strict=False):
+            if group not in PRIVATE_ENDPOINT_GROUPS:
+                problems.append(f"{where} is for {group}, which the app does not use")
+                continue
+            zone_pattern, module = PRIVATE_ENDPOINT_GROUPS[group]
+            if render(args.get(target)) != f"{module}.outputs.id":
+                problems.append(f"{where} ({group}) points at {render(args.get(target))}, not {module}.outputs.id")
+            for config in configs:
+                zone_ref = render(config.get("privateDnsZoneResourceId"))
+                zone = zones.get(f"{file}:{zone_ref.split('.')[0]}")
+                if zone is None:
+                    problems.append(f"{where} ({group}) has its zone group on {zone_ref}, not a private DNS zone")
+                    continue
+                zone_params = module_config(zone)["params"]
+                if not zone_pattern.fullmatch(render(zone_params.get("name"))):
+                    problems.append(
+                        f"{where} ({group}) registers in {render(zone_params.get('name'))}, not {zone_pattern.pattern}"
+                    )
+                links = [
+                    render(link.get("virtualNetworkResourceId"))
+                    for link in zone_params.get("virtualNetworkLinks") or []
+                ]
+                if "virtualNetworkId" not in links:
+                    problems.append(
+                        f"the zone {render(zone_params.get('name'))} of {where} is not linked to the network"
+                    )
+                else:
+                    covered.add(group)
+    problems += [
+        f"no private endpoint (with its linked DNS zone) for {group}"
+        for group in sorted(set(PRIVATE_ENDPOINT_GROUPS) - covered)
+    ]
+    return problems
+
+
 CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "settings_contract": check_settings_contract,
     "setting_values": check_setting_values,
@@ -493,6 +756,8 @@ CHECKS: dict[str, Callable[[Infra], list[str]]] = {
     "flex_consumption": check_flex_consumption,
     "azd": check_azd,
     "caller_identity": check_caller_identity,
+    "private_networking": check_private_networking,
+    "registry_modules_pinned": check_registry_modules_pinned,
 }
 
 
@@ -773,6 +1038,171 @@ MUTATIONS = [
         [("infra/bicepconfig.json", '"microsoftGraphV1"', '"graph"')],
         "microsoftGraphV1 extension",
         id="graph-extension-undeclared",
+    ),
+    pytest.param(
+        [(MAIN, "param vnetEnabled bool = false", "param vnetEnabled bool = true")],
+        "param vnetEnabled bool = false",
+        id="vnet-on-by-default",
+    ),
+    pytest.param(
+        [("infra/main.parameters.json", '"${VNET_ENABLED=false}"', '"${PRIVATE_NETWORK=false}"')],
+        "not ${VNET_ENABLED}",
+        id="vnet-not-from-azd-env",
+    ),
+    pytest.param(
+        [
+            (
+                MAIN,
+                "module network 'modules/network.bicep' = if (vnetEnabled) {",
+                "module network 'modules/network.bicep' = {",
+            )
+        ],
+        "deploys modules/network.bicep with condition null",
+        id="network-in-public-variant",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "storage.bicep",
+                "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'",
+                "publicNetworkAccess: 'Enabled'",
+            )
+        ],
+        "with vnetEnabled=true: infra/modules/storage.bicep:storage has public access (publicNetworkAccess Enabled",
+        id="vnet-storage-public",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "keyvault.bicep",
+                "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'",
+                "publicNetworkAccess: 'Enabled'",
+            )
+        ],
+        "with vnetEnabled=true: infra/modules/keyvault.bicep:vault has public access (publicNetworkAccess Enabled",
+        id="vnet-vault-public",
+    ),
+    pytest.param(
+        [(MODULE + "keyvault.bicep", "defaultAction: 'Deny'", "defaultAction: 'Allow'")],
+        "with vnetEnabled=true: infra/modules/keyvault.bicep:vault has public access (publicNetworkAccess Disabled, "
+        "default action Allow)",
+        id="vnet-vault-allows-by-default",
+    ),
+    pytest.param(
+        [
+            (
+                MAIN,
+                "workspaceId: monitoring.outputs.workspaceId\n    privateNetworking: vnetEnabled",
+                "workspaceId: monitoring.outputs.workspaceId",
+            )
+        ],
+        "with vnetEnabled=true: infra/modules/keyvault.bicep:vault has public access",
+        id="vnet-vault-not-told",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "storage.bicep",
+                "publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'",
+                "publicNetworkAccess: 'Disabled'",
+            )
+        ],
+        "with vnetEnabled=false: infra/modules/storage.bicep:storage differs from the public variant",
+        id="public-variant-changed",
+    ),
+    pytest.param(
+        [(MODULE + "network.bicep", "        delegation: 'Microsoft.App/environments'\n", "")],
+        "the app's subnet (app) is not delegated to Microsoft.App/environments",
+        id="app-subnet-not-delegated",
+    ),
+    pytest.param(
+        [
+            (
+                MAIN,
+                "virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''",
+                "virtualNetworkSubnetId: ''",
+            )
+        ],
+        "with vnetEnabled=true: the function app's virtualNetworkSubnetId is ",
+        id="app-not-integrated",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "functionapp.bicep",
+                "vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)",
+                "vnetRouteAllEnabled: false",
+            )
+        ],
+        "(route all: False)",
+        id="app-private-traffic-only",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "private-endpoints.bicep",
+                "    privateDnsZoneGroup: {\n      name: 'vault'\n      privateDnsZoneGroupConfigs: [\n        {\n"
+                "          name: 'vault'\n          privateDnsZoneResourceId: vaultZone.outputs.resourceId\n"
+                "        }\n      ]\n    }\n",
+                "",
+            )
+        ],
+        "vaultEndpoint has no private DNS zone group",
+        id="endpoint-without-zone-group",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "private-endpoints.bicep",
+                "privateDnsZoneResourceId: vaultZone.outputs.resourceId",
+                "privateDnsZoneResourceId: blobZone.outputs.resourceId",
+            )
+        ],
+        "(vault) registers in privatelink.blob.",
+        id="endpoint-in-wrong-zone",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "private-endpoints.bicep",
+                "        name: 'link-table'\n        virtualNetworkResourceId: virtualNetworkId\n",
+                "        name: 'link-table'\n        virtualNetworkResourceId: ''\n",
+            )
+        ],
+        "is not linked to the network",
+        id="zone-not-linked",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "private-endpoints.bicep",
+                "privateLinkServiceId: keyVaultId",
+                "privateLinkServiceId: storageAccountId",
+            )
+        ],
+        "(vault) points at storage.outputs.id, not keyVault.outputs.id",
+        id="vault-endpoint-on-storage",
+    ),
+    pytest.param(
+        [
+            (
+                MODULE + "private-endpoints.bicep",
+                "          groupIds: [\n            'table'\n",
+                "          groupIds: [\n            'queue'\n",
+            )
+        ],
+        "no private endpoint (with its linked DNS zone) for table",
+        id="table-endpoint-missing",
+    ),
+    pytest.param(
+        [(MAIN, "subnetId: network.outputs.privateEndpointSubnetId", "subnetId: network.outputs.appSubnetId")],
+        "not the endpoint subnet",
+        id="endpoints-in-app-subnet",
+    ),
+    pytest.param(
+        [(MODULE + "network.bicep", "virtual-network:0.6.1", "virtual-network:0.6")],
+        "pin an exact version",
+        id="avm-not-pinned",
     ),
 ]
 

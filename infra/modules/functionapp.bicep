@@ -51,6 +51,9 @@ param settings object
 @description('Most instances the app scales out to. Each instance calls Partner Center, which throttles per partner.')
 param maximumInstanceCount int = 40
 
+@description('VNET_ENABLED variant: the subnet (delegated to Microsoft.App/environments) the app sends all its outbound traffic through. Empty: no integration.')
+param virtualNetworkSubnetId string = ''
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -89,6 +92,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
+    // Outbound only: callers (Power Automate, webhooks) still reach the app over the internet.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -114,6 +119,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // All outbound traffic through the subnet (its routes and NSGs apply), not only private ranges.
+      vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
       appSettings: [
         // Host storage, identity-based (no connection string): the host and the request table use
         // the managed identity. The code reads the table endpoint from these settings too.
@@ -146,6 +153,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+        // host.json telemetryMode OpenTelemetry: the worker streams the app's own telemetry (the app
+        // configures the Azure Monitor distro with the identity above: shared/telemetry/setup.py) and
+        // each invocation runs in the host's request trace context.
+        {
+          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          value: 'true'
         }
         // The app's own settings (shared/settings.py).
         {

@@ -20,6 +20,9 @@ param operatorPrincipalId string = ''
 ])
 param operatorPrincipalType string = 'User'
 
+@description('VNET_ENABLED variant: no public endpoint, deny by default; reached through its private endpoint (modules/private-endpoints.bicep).')
+param privateNetworking bool = false
+
 @description('Log Analytics workspace that receives the vault\'s audit log (who read or wrote which secret).')
 param workspaceId string
 
@@ -32,8 +35,8 @@ param workspaceId string
 var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109:No VNet in this deployment: a Flex Consumption app without VNet integration has no fixed outbound IPs and is not a trusted service, so a vault firewall would lock the app out. Access is Entra ID + RBAC only (no access policies), audit-logged; VNet integration + a private endpoint is the hardening path
-  // checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: the app reaches the vault over its public endpoint until VNet integration + a private endpoint are added; every request needs an Entra token with a role on this vault
+  // checkov:skip=CKV_AZURE_109:Default-deny with public access Disabled is the VNET_ENABLED variant (privateNetworking, tests/test_infra.py checks it). Without it a Flex Consumption app has no fixed outbound IPs and is not a trusted service, so a vault firewall would lock the app out; access is Entra ID + RBAC only (no access policies), audit-logged
+  // checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: public network access is Disabled in the VNET_ENABLED variant; otherwise every request needs an Entra token with a role on this vault
   name: name
   location: location
   tags: tags
@@ -50,8 +53,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: 'Enabled'
-    networkAcls: {
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    networkAcls: privateNetworking ? {
+      defaultAction: 'Deny'
+      bypass: 'None'
+    } : {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
     }
@@ -96,4 +102,5 @@ resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
 }
 
 output name string = vault.name
+output id string = vault.id
 output uri string = vault.properties.vaultUri

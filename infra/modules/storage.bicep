@@ -18,6 +18,9 @@ param tableName string
 @description('Principal (object) id of the function app\'s managed identity.')
 param identityPrincipalId string
 
+@description('VNET_ENABLED variant: no public endpoint, deny by default; reached through private endpoints (modules/private-endpoints.bicep).')
+param privateNetworking bool = false
+
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -40,8 +43,8 @@ var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // (timer locks and schedule status are blobs). Grant it if such a trigger is ever added.
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:No VNet in this deployment: the Flex Consumption app has no fixed outbound IPs and is not a trusted service, so default-deny would lock the host out. Shared keys are disabled, so every request needs an Entra token with a role on this account; VNet integration + private endpoints is the hardening path
-  // checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35 (public endpoint, identity-only access); blob public access is disabled (allowBlobPublicAccess false)
+  // checkov:skip=CKV_AZURE_35:Default-deny with public access Disabled is the VNET_ENABLED variant (privateNetworking, tests/test_infra.py checks it). Without it the Flex Consumption app has no fixed outbound IPs and is not a trusted service, so default-deny would lock the host out; shared keys are disabled, so every request needs an Entra token with a role on this account
+  // checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: public network access is Disabled in the VNET_ENABLED variant; otherwise identity-only access, blob public access disabled (allowBlobPublicAccess false)
   // checkov:skip=CKV_AZURE_206:Default LRS keeps azd up working in every Flex Consumption region (ZRS needs availability zones, GRS a paired region); production sets the skuName parameter to ZRS/GZRS where the region offers it
   name: name
   location: location
@@ -58,8 +61,12 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowCrossTenantReplication: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
-    networkAcls: {
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    // Private: nothing public, no trusted-service bypass (nothing of this app needs one).
+    networkAcls: privateNetworking ? {
+      defaultAction: 'Deny'
+      bypass: 'None'
+    } : {
       defaultAction: 'Allow'
       bypass: 'AzureServices'
     }
@@ -142,6 +149,7 @@ resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
 }
 
 output name string = storage.name
+output id string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainer.name}'

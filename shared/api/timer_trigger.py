@@ -8,6 +8,7 @@ from collections.abc import Callable
 import azure.functions as func
 
 from shared.runtime import get_runtime
+from shared.telemetry import attributes, metrics, spans
 from shared.upgrade_requests.timer_run import RunReport
 from shared.upgrade_requests.timer_run import process_pending as run_pending
 
@@ -18,16 +19,26 @@ def process_pending(timer: func.TimerRequest | None = None, context: func.Contex
     """Run once now; errors are logged with context and re-raised so the host records a failure."""
     if timer is not None and timer.past_due:
         log.warning("pending.timer_past_due")
-    runtime = get_runtime()
-    settings = runtime.settings
-    return run_pending(
-        runtime.processor,
-        owner=runtime.owner,
-        concurrency=settings.pending_concurrency,
-        budget_seconds=settings.pending_run_seconds,
-        thread_initializer=_invocation_binder(context),
-        retention_days=settings.request_retention_days,
-    )
+    with spans.timer_run("process_pending_requests") as span:
+        runtime = get_runtime()
+        settings = runtime.settings
+        report = run_pending(
+            runtime.processor,
+            owner=runtime.owner,
+            concurrency=settings.pending_concurrency,
+            budget_seconds=settings.pending_run_seconds,
+            thread_initializer=_invocation_binder(context),
+            retention_days=settings.request_retention_days,
+        )
+        span.set(
+            {
+                attributes.TIMER_DUE: report.due,
+                attributes.TIMER_PENDING: report.pending_due,
+                attributes.TIMER_OLDEST_PENDING_SECONDS: report.oldest_pending_seconds,
+            }
+        )
+        metrics.timer_run(report.seconds, report.pending_due, report.oldest_pending_seconds)
+        return report
 
 
 def _invocation_binder(context: func.Context | None) -> Callable[[], None] | None:

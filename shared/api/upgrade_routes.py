@@ -27,6 +27,7 @@ from shared.identifiers import new_guid
 from shared.partner_center.exactly_once import final_state
 from shared.runtime import get_runtime, get_settings
 from shared.settings import HTTP_DEADLINE_SECONDS
+from shared.telemetry import spans
 from shared.validation import (
     DEFAULT_PRODUCT_FAMILY,
     UpgradeTarget,
@@ -50,8 +51,10 @@ def handled(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]
 
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        with log_scope():
-            return _handle(handler, req)
+        with log_scope(), spans.inbound_request(handler.__name__, req.method, req.url, req.headers) as span:
+            response = _handle(handler, req)
+            span.answered(response.status_code, response.headers)
+            return response
 
     return wrapper
 

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from shared.errors import Conflict, NotFound, UpgradeError
+from shared.telemetry.metrics import request_outcome
 from shared.upgrade_requests.intake import MAX_WRITE_ROUNDS, Accepted, Intake
 from shared.upgrade_requests.processor import RequestProcessor
 from shared.upgrade_requests.record import PENDING, SUBMITTED, callback_fields, no_callback, utc_now
@@ -52,6 +53,7 @@ def accept_and_submit(
         if callback_url and accepted.stored.record.callback_url != callback_url:
             return Accepted(set_callback(runtime, accepted.stored.record.request_id, callback_url), replayed=True)
         return accepted
+    request_outcome("accepted", accepted.stored.record.product_family)
     if queue:
         return accepted
     # A new inline request is stored as `submitting` under our lease: it is already claimed.

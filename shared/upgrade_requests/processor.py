@@ -26,6 +26,9 @@ from shared.errors import (
     UpstreamThrottled,
 )
 from shared.partner_center.exactly_once import Submission, UpgradeService, final_state
+from shared.telemetry.attributes import STATE_AFTER
+from shared.telemetry.metrics import request_outcome
+from shared.telemetry.spans import request_step
 from shared.upgrade_requests.record import (
     CALLBACK_PENDING,
     COMPLETE,
@@ -41,6 +44,9 @@ from shared.upgrade_requests.store import RequestStore, Stored, WriteConflict
 from shared.validation import UpgradeTarget
 
 log = logging.getLogger(__name__)
+
+# The request outcomes counted when a step moves a request into these states (shared.telemetry.metrics).
+OUTCOME_OF_STATE = {SUBMITTED: "submitted", COMPLETE: "completed", FAILED: "failed", REJECTED: "rejected"}
 
 # Errors only an operator can fix: the request waits (attempts are not used up) until they do.
 OPERATOR_ERRORS = (ReconsentRequired, CredentialsUnavailable, ConfigurationError)
@@ -121,8 +127,13 @@ class RequestProcessor:
         """Do the next step for a claimed record and store the result (its log lines name the
         caller who asked, on the timer too: `caller_oid=`)."""
         requested_by = claimed.record.requested_by
-        with caller_on_log_lines(requested_by.log_id if requested_by else None):
-            return self._advance(claimed, previous_state)
+        with caller_on_log_lines(requested_by.log_id if requested_by else None), request_step(claimed.record) as step:
+            advanced = self._advance(claimed, previous_state)
+            result = advanced.stored.record
+            step.set({STATE_AFTER: result.state})
+            if result.state != claimed.record.state and result.state in OUTCOME_OF_STATE:
+                request_outcome(OUTCOME_OF_STATE[result.state], result.product_family)
+            return advanced
 
     def _advance(self, claimed: Stored, previous_state: str) -> Advanced:
         record = claimed.record

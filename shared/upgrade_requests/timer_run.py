@@ -31,6 +31,7 @@ from datetime import timedelta
 from shared.deadlines import LEASE_MARGIN_SECONDS, deadline
 from shared.errors import DeadlineExceeded
 from shared.upgrade_requests.processor import RequestProcessor
+from shared.upgrade_requests.record import PENDING
 from shared.upgrade_requests.store import Stored
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class RunReport:
     repaired: int = 0
     expired_deleted: int = 0
     seconds: float = 0.0
+    # The backlog this run found: pending requests due now, and how long the oldest has waited.
+    pending_due: int = 0
+    oldest_pending_seconds: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +72,8 @@ class RunReport:
             "repaired": self.repaired,
             "expiredDeleted": self.expired_deleted,
             "seconds": round(self.seconds, 3),
+            "pendingDue": self.pending_due,
+            "oldestPendingSeconds": None if self.oldest_pending_seconds is None else round(self.oldest_pending_seconds),
         }
 
 
@@ -128,6 +134,10 @@ def _run(
     report.repaired = processor.store.repair()
     due = processor.store.due(processor.clock(), MAX_REQUESTS_PER_RUN)
     report.due = len(due)
+    pending_since = [stored.record.created_at for stored in due if stored.record.state == PENDING]
+    report.pending_due = len(pending_since)
+    if pending_since:
+        report.oldest_pending_seconds = (processor.clock() - min(pending_since)).total_seconds()
 
     out_of_time = threading.Event()  # a step ran out of time: the rest waits for the next run
 

@@ -60,7 +60,14 @@ def app_env(sandbox: Sandbox, azurite: Azurite, monkeypatch: pytest.MonkeyPatch)
     sandbox.latency = 0.0
     sandbox.seed_partner_credentials()
     sandbox.reconsent()  # a fresh, valid refresh token in the vault: earlier tests may have revoked them
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+    # A developer's shell may hold an Application Insights connection string: tests stay offline.
+    for name in (
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    ):
         monkeypatch.delenv(name, raising=False)
     env = {
         **sandbox.env(),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.cli import campaign, exit_codes
+from shared.cli.messages import error_line, plural
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
 from shared.errors import UpgradeError
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         _emit(
             args,
             {"error": error.slug, "title": error.title, "detail": error.detail, **error.extensions},
-            f"error: {error.title}: {error.detail}",
+            error_line(error),
             stream=sys.stderr,
         )
         return exit_codes.for_error(error)
@@ -298,10 +299,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     _emit(
         args,
         summary,
-        f"{len(results)} rows: "
+        f"{plural(len(results), 'row')}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
         + (f" ({replayed} replayed: accepted earlier, nothing new submitted)" if replayed else "")
-        + (f"; {len(duplicates)} duplicate row(s) skipped" if duplicates else "")
+        + (f"; {plural(len(duplicates), 'duplicate row')} skipped" if duplicates else "")
         + f"; results in {output}",
     )
     return exit_codes.worst([result.exitCode for result in results])

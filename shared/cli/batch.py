@@ -54,7 +54,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "customerId" not in reader.fieldnames:
-            raise InvalidRequest(f"{path}: the first line must be a header with a customerId column")
+            raise InvalidRequest(f"{path}, line 1: the first line must be a header with a customerId column")
         return [(index, row) for index, row in enumerate(reader, start=2)]
 
 

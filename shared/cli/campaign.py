@@ -73,7 +73,6 @@ def add_commands(commands: Any) -> None:
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     watch.add_argument("--once", action="store_true", help="print one view and exit")
 
-
     summary = commands.add_parser("summary", help="counts by state and last error, the oldest pending age")
     summary.add_argument("--created-from", help="ISO 8601: final requests created since (default: 30 days ago)")
     summary.add_argument("--created-to", help="ISO 8601, exclusive")

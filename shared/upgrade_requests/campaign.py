@@ -83,7 +83,8 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
                 else "only failed requests (and rejected ones, with force) can be retried"
             )
             raise CannotRetry(
-                f"The request is {record.state}: {hint}", extensions={"requestId": request_id, "requestStatus": record.state}
+                f"The request is {record.state}: {hint}",
+                extensions={"requestId": request_id, "requestStatus": record.state},
             )
         now = utc_now()
         # An earlier create that produced an upgrade (which then failed) is settled: nothing is left

@@ -133,3 +133,29 @@ def test_storage_unavailable_is_said_once(app_env, capsys, monkeypatch):
     code, _, err = cli(capsys, "list")
     assert code == exit_codes.OPERATOR
     assert err.lower().count("unavailable") == 1, err
+
+
+def test_watch_keeps_watching_while_the_store_is_unreachable(app_env, monkeypatch):
+    """A failed refresh is shown, not fatal: `watch` runs until Ctrl-C (a real SIGINT)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dead_storage(monkeypatch)
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "watch", "--interval", "0.5"],
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    still_running = process.poll() is None
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert still_running, (process.returncode, err)
+    assert process.returncode == exit_codes.OK and "Traceback" not in err
+    assert "unreachable" in out

@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    except KeyboardInterrupt:  # a command with work to save (batch) handles Ctrl-C itself
+        print("interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
     except Exception:
         log.exception("unexpected failure")
         return exit_codes.UNEXPECTED
@@ -275,7 +278,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"warning: {duplicate}", file=sys.stderr)
     runtime = _runtime()
     with tqdm(total=len(rows), unit="customer", file=sys.stderr, disable=None) as bar:
-        results = run_batch(
+        run = run_batch(
             runtime,
             rows,
             concurrency=args.concurrency,
@@ -283,6 +286,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             progress=bar.update,
             requested_by=_operator(),
         )
+    results = run.results
     write_results(results, output, output_format)
     by_status: dict[str, int] = {}
     for result in results:
@@ -295,6 +299,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         "replayed": replayed,
         "duplicates": duplicates,
         "results": str(output),
+        "interrupted": run.interrupted,
     }
     _emit(
         args,
@@ -305,6 +310,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         + (f"; {plural(len(duplicates), 'duplicate row')} skipped" if duplicates else "")
         + f"; results in {output}",
     )
+    if run.interrupted:
+        print(
+            f"interrupted: {run.not_reached} of {plural(len(results), 'row')} not reached (results in {output}); "
+            "run the same command again to finish: rows already accepted are replayed, never submitted twice",
+            file=sys.stderr,
+        )
+        return exit_codes.INTERRUPTED
     return exit_codes.worst([result.exitCode for result in results])
 
 

@@ -264,25 +264,46 @@ def watch_view(runtime: Any) -> Any:
     return Group(counts, failures)
 
 
-def cmd_watch(args: argparse.Namespace, runtime: Any, emit: Callable[..., None]) -> int:
+def cmd_watch(args: argparse.Namespace, get_runtime: Callable[[], Any], emit: Callable[..., None]) -> int:
     from rich.console import Console
     from rich.live import Live
 
     console = Console()
     if args.once:
-        console.print(watch_view(runtime))
+        console.print(watch_view(get_runtime()))
         return exit_codes.OK
+    interval = max(0.5, args.interval)
     try:
-        with Live(watch_view(runtime), console=console, refresh_per_second=4) as live:
+        with Live(_watch_frame(get_runtime, interval), console=console, refresh_per_second=4) as live:
             while True:
-                time.sleep(max(0.5, args.interval))
-                live.update(watch_view(runtime))
+                time.sleep(interval)
+                live.update(_watch_frame(get_runtime, interval))
     except KeyboardInterrupt:
         return exit_codes.OK
 
 
-def _command(run: Callable[[argparse.Namespace, Any, Callable[..., None]], int]) -> Callable[[argparse.Namespace], int]:
-    """Give a command the runtime and an emitter that honours `--json` (as `__main__._emit`)."""
+def _watch_frame(get_runtime: Callable[[], Any], interval: float) -> Any:
+    """The view, or (store unreachable, deadline, ...) what went wrong: `watch` keeps watching."""
+    from rich.text import Text
+
+    from shared.cli.messages import error_line
+    from shared.errors import UpgradeError
+
+    try:
+        return watch_view(get_runtime())
+    except UpgradeError as error:
+        now = datetime.now(UTC)
+        return Text(
+            f"{now:%H:%M:%S} UTC: the request store is unreachable; trying again every {interval:g} s "
+            f"(Ctrl-C to stop)\n{error_line(error)}"
+        )
+
+
+def _command(
+    run: Callable[[argparse.Namespace, Any, Callable[..., None]], int], *, lazy: bool = False
+) -> Callable[[argparse.Namespace], int]:
+    """Give a command the runtime (`lazy`: the function that gets it, for a command that must
+    outlive a store that is not there yet) and an emitter that honours `--json`."""
 
     def command(args: argparse.Namespace) -> int:
         from shared.runtime import get_runtime
@@ -290,7 +311,7 @@ def _command(run: Callable[[argparse.Namespace, Any, Callable[..., None]], int])
         def emit(body: dict[str, Any], text: str) -> None:
             print(json.dumps(body, default=str) if args.json else text)
 
-        return run(args, get_runtime(), emit)
+        return run(args, get_runtime if lazy else get_runtime(), emit)
 
     return command
 
@@ -301,5 +322,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": _command(cmd_cancel),
     "retry": _command(cmd_retry),
     "summary": _command(cmd_summary),
-    "watch": _command(cmd_watch),
+    "watch": _command(cmd_watch, lazy=True),
 }

@@ -346,7 +346,7 @@ def interrupted_batch(sandbox, tmp_path: Path, customers: list[str]) -> tuple[su
     source.write_text("customerId\n" + "".join(f"{c}\n" for c in customers))
     output = tmp_path / "results.json"
     command = [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "batch", str(source)]
-    process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+    process = subprocess.Popen(
         [*command, "--concurrency", "2", "--output", str(output)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -380,7 +380,7 @@ def test_ctrl_c_in_a_batch_writes_the_results_and_says_how_to_resume(app_env, sa
 
     # The resume line is true: the same command again submits the rest, nothing twice.
     rerun = [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "batch"]
-    again = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+    again = subprocess.run(
         [*rerun, str(tmp_path / "customers.csv"), "--output", str(output)],
         cwd=ROOT,
         capture_output=True,

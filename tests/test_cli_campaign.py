@@ -144,7 +144,7 @@ def test_watch_keeps_watching_while_the_store_is_unreachable(app_env, monkeypatc
     import time
 
     dead_storage(monkeypatch)
-    process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+    process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "watch", "--interval", "0.5"],
         cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},

@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(services.start(os.environ))
             problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE, probe=False)
             if problems:
-                return _fail(["localrun: the embedded defaults are invalid:"] + [f"  - {p}" for p in problems])
+                return _fail(
+                    [f"localrun: not starting: {len(problems)} problem(s) with the settings (embedded defaults):"]
+                    + [f"  - {problem}" for problem in problems]
+                )
         base = f"http://localhost:{port}"
         auth = caller_header(host, services, function_key)
         exported = {name: os.environ.get(name, "") for name in SHARED_ENV}

@@ -121,12 +121,65 @@ def test_every_settings_problem_is_listed_at_once():
 
 
 def test_real_looking_settings_pass_without_probing():
-    values = {
-        **example_values(),
-        "KEY_VAULT_URL": "https://my-vault.vault.azure.net",
-        "PARTNER_TENANT_ID": "contoso.onmicrosoft.com",
-    }
+    values = {**example_values(), **REAL_LOOKING}
     assert startup_problems(values, EXAMPLE, probe=False) == []
+
+
+# A GUID tenant: with CALLER_AUTH=entra it is also the tenant whose tokens are accepted, and tokens carry GUIDs.
+REAL_LOOKING = {
+    "KEY_VAULT_URL": "https://my-vault.vault.azure.net",
+    "PARTNER_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"CALLER_AUTH": "bogus"},
+        {"CALLER_AUTH": None},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": None},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": "api://x", "CALLER_TENANT_IDS": "contoso.onmicrosoft.com"},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": "api://x", "AZURE_AUTHORITY_HOST": "http://login.example"},
+        {"PENDING_CONCURRENCY": "0"},
+        {"PENDING_SCHEDULE": "every minute"},
+    ],
+    ids=lambda bad: ",".join(f"{k}={v}" for k, v in bad.items()),
+)
+def test_every_setting_the_app_refuses_is_refused_at_start_up_with_the_same_words(bad):
+    """What the routes (caller settings), the runtime (app settings) and the timer (schedule)
+    would answer with is what the runner lists before its banner."""
+    from shared.errors import ConfigurationError
+    from shared.settings import load_caller_settings, load_settings, pending_schedule
+
+    values = {**example_values(), **REAL_LOOKING, "CALLER_AUTH": "function-key", **bad}
+    values = {name: value for name, value in values.items() if value is not None}
+    refusals = []
+    for load in (load_caller_settings, load_settings, pending_schedule):
+        try:
+            load(values)
+        except ConfigurationError as error:
+            refusals.append(error.detail.removeprefix("Invalid app settings: "))
+    assert refusals, "the app accepts these settings: the row tests nothing"
+    problems = "\n".join(startup_problems(values, EXAMPLE, probe=False))
+    for refusal in refusals:
+        for part in refusal.split("; "):
+            assert part in problems
+
+
+def test_a_bad_caller_auth_on_embedded_defaults_stops_before_the_banner(tmp_path):
+    env_file = tmp_path / "env"
+    process = start(
+        tmp_path, "--port", str(free_port()), "--env-file", str(env_file), env=clean_env(CALLER_AUTH="bogus")
+    )
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # it served: stop it, then fail on what it printed
+        stop(process)
+        out, err = process.communicate()
+    assert process.returncode == 2, out + err
+    assert "CALLER_AUTH must be one of entra, function-key, got 'bogus'" in err
+    assert "Ctrl-C stops." not in out and "Traceback" not in err
+    assert not (tmp_path / "env").exists()
 
 
 # --- ports, instances, state ---

@@ -392,8 +392,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
 def settings_report(environ: Mapping[str, str] | None = None) -> list[str]:
     """Every problem with the app settings, one line each naming the setting (empty: all valid),
     the caller settings (CALLER_AUTH...) and the timer's schedule included, which `load_settings`
-    leaves out: a bad schedule must only stop
-    the timer, never the HTTP routes. The local runner checks this at start-up."""
+    leaves out: a bad schedule must only stop the timer, never the HTTP routes. The local runner
+    checks this at start-up."""
     problems = read_settings(environ)[1]
     problems += [p for p in read_caller_settings(environ)[1] if p not in problems]  # what every route checks first
     schedule_problem = pending_schedule_problem(environ_or(environ))

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.local_settings import apply, load_local_settings
+from shared.local_settings import apply, load_local_settings, stale_runner_env
 
 from .embedded import BOTH_ROLES, READ_ROLE, SHARED_ENV, EmbeddedServices, needs_embedded_defaults
 from .instance_state import InstanceState, StateInUse
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         return _fail([f"localrun: the port must be between 0 and 65535 (--port or PORT), got {args.port}"])
 
+    stale = stale_runner_env()  # before anything: those settings would be taken for real ones
+    if stale:
+        return _fail([f"localrun: not starting: {stale}"])
     try:
         apply(load_local_settings(args.settings))
     except ValueError as error:

@@ -215,8 +215,32 @@ def test_stale_local_env_exits_5(app_env, monkeypatch, capsys, customer_id):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     monkeypatch.setenv("LOCALRUN_PID", str(dead.pid))
+    monkeypatch.setenv("BASE", "http://localhost:7071")
+    monkeypatch.setenv("SANDBOX_URL", "https://127.0.0.1:1")
     assert main(["--settings", "/nonexistent.json", "eligibility", "--customer-id", customer_id]) == exit_codes.OPERATOR
-    assert "no longer running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no longer running" in err and err.strip().count("\n") == 0
+    # exactly the variables .localrun/env exported that this shell still holds, in one command
+    unset = re.search(r"`unset ([^`]+)`", err)
+    assert unset, err
+    names = set(unset.group(1).split())
+    assert {"LOCALRUN_PID", "BASE", "SANDBOX_URL", "KEY_VAULT_URL", "AzureWebJobsStorage"} <= names
+    assert names <= set(os.environ)
+
+
+def test_without_a_sourced_env_while_a_runner_is_up_the_cli_says_source_it(monkeypatch, capsys, tmp_path):
+    for name in ("KEY_VAULT_URL", "PARTNER_TENANT_ID", "AzureWebJobsStorage", "LOCALRUN_PID"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".localrun").mkdir()
+    (tmp_path / ".localrun" / "env").write_text(f"export LOCALRUN_PID={os.getpid()}\nexport BASE=http://localhost:1\n")
+    monkeypatch.chdir(tmp_path)
+    from shared.runtime import reset_runtime
+
+    reset_runtime()
+    code = main(["--settings", str(tmp_path / "none.json"), "eligibility", "--customer-id", str(uuid.uuid4())])
+    assert code == exit_codes.OPERATOR
+    assert "source .localrun/env" in capsys.readouterr().err
+    reset_runtime()
 
 
 def _readme_exit_codes() -> dict[int, str]:

@@ -20,6 +20,7 @@ import requests
 from localrun.http_host import FunctionHost
 from localrun.preflight import startup_problems
 from sandbox.azurite import free_port
+from shared.local_settings import RUNNER_ENV_NAMES
 
 from .conftest import registered_functions
 
@@ -180,6 +181,61 @@ def test_a_bad_caller_auth_on_embedded_defaults_stops_before_the_banner(tmp_path
     assert "CALLER_AUTH must be one of entra, function-key, got 'bogus'" in err
     assert "Ctrl-C stops." not in out and "Traceback" not in err
     assert not (tmp_path / "env").exists()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def stale_runner_env() -> dict[str, str]:
+    """What `source .localrun/env` left in a shell after that runner stopped."""
+    port = free_port()
+    return {
+        "LOCALRUN_PID": str(dead_pid()),
+        "BASE": "http://localhost:7071",
+        "KEY": "k",
+        "SANDBOX_URL": f"https://127.0.0.1:{port}",
+        "KEY_VAULT_URL": f"https://127.0.0.1:{port}",
+        "PARTNER_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "REQUESTS_CA_BUNDLE": "/nonexistent/localrun/sandbox-ca.pem",
+        "AzureWebJobsStorage": f"UseDevelopmentStorage=true;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+        "CALLER_AUTH": "entra",
+    }
+
+
+def test_a_shell_holding_a_stopped_runners_env_is_told_exactly_what_to_unset(tmp_path):
+    stale = stale_runner_env()
+    process = start(tmp_path, "--port", str(free_port()), "--env-file", str(tmp_path / "env"), env=clean_env(**stale))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err
+    assert err.strip().count("\n") == 0, err  # one message
+    assert "local.settings.json" not in err and "Traceback" not in err
+    unset = set(shlex.split(err.split("`unset ", 1)[1].split("`", 1)[0]))
+    assert set(stale) <= unset <= set(RUNNER_ENV_NAMES)
+    # following the advice is enough: the runner starts (embedded defaults) in that shell
+    followed = {name: value for name, value in clean_env(**stale).items() if name not in unset}
+    runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(tmp_path / "env"), env=followed)
+    try:
+        wait_ready(runner)
+    finally:
+        stop(runner)
+
+
+def test_sandbox_customer_after_the_runner_stopped_is_one_line(tmp_path):
+    for env in (stale_runner_env(), {**stale_runner_env(), "LOCALRUN_PID": ""}):
+        done = subprocess.run(
+            [sys.executable, "-m", "sandbox", "customer", "x", "--ineligible", "--env-file", str(tmp_path / "none")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(**env),
+        )
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+        assert "make run" in done.stderr
 
 
 # --- ports, instances, state ---

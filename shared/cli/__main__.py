@@ -19,9 +19,9 @@ from shared.cli import campaign, exit_codes
 from shared.cli.messages import error_line, plural
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
-from shared.errors import UpgradeError
+from shared.errors import ConfigurationError, UpgradeError
 from shared.identifiers import new_guid
-from shared.local_settings import apply, check_local_env_is_live, load_local_settings
+from shared.local_settings import apply, check_local_env_is_live, load_local_settings, unsourced_runner_hint
 from shared.upgrade_requests.intake import idempotency_key_hash
 from shared.upgrade_requests.record import RequestedBy
 from shared.validation import (
@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         with log_scope():
             return int(handler(args))
     except UpgradeError as error:
+        hint = unsourced_runner_hint() if isinstance(error, ConfigurationError) else None
         _emit(
             args,
             {"error": error.slug, "title": error.title, "detail": error.detail, **error.extensions},
-            error_line(error),
+            error_line(error) + (f"\n{hint}" if hint else ""),
             stream=sys.stderr,
         )
         return exit_codes.for_error(error)

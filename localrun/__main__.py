@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--env-file",
         type=Path,
-        default=REPO_ROOT / ".localrun" / "env",
         help="where this instance writes BASE, KEY, MASTER_KEY, AUTH and the settings in use "
-        "(one running instance per file; removed at exit)",
+        "(one running instance per file; removed at exit). Default: .localrun/env, or "
+        ".localrun/env-PORT while another runner owns that one",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -92,18 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         listener = listen(args.host, args.port)  # first: a port in use starts nothing
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
+            other = free_port_after(args.host, args.port)
             return _fail(
                 [
                     f"localrun: port {args.port} is already in use (another `make run`?): stop it, "
-                    f"or choose another port: PORT={args.port + 1} make run (or --port {args.port + 1})"
+                    f"or run this one on a free port: PORT={other} make run (or --port {other}); "
+                    f"it writes its own {_shown(state_dir() / f'env-{other}')}"
                 ]
             )
         return _fail([f"localrun: cannot listen on {args.host}:{args.port}: {error.strerror}"])
     port = listener.server_address[1]
 
-    state = InstanceState(args.env_file)
     try:
-        state.acquire()
+        state = acquire_state(args.env_file, port)
     except StateInUse as owner:
         listener.server_close()
         return _fail(
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"terminal), or give this one its own state file: --env-file {args.env_file}-{port}"
             ]
         )
+    args.env_file = state.env_file
     services = EmbeddedServices() if embedded else None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -169,6 +171,45 @@ def main(argv: list[str] | None = None) -> int:
         state.release()
 
 
+def state_dir() -> Path:
+    """Where runners keep their env files (`LOCALRUN_STATE_DIR`, else the repository's .localrun)."""
+    return Path(os.environ.get("LOCALRUN_STATE_DIR") or REPO_ROOT / ".localrun")
+
+
+def acquire_state(env_file: Path | None, port: int) -> InstanceState:
+    """The state this runner owns: the `--env-file` given, else `.localrun/env`, else (another
+    runner owns that one: two runners on two ports) `.localrun/env-PORT`."""
+    candidates = [env_file] if env_file is not None else [state_dir() / "env", state_dir() / f"env-{port}"]
+    for index, candidate in enumerate(candidates):
+        state = InstanceState(candidate)
+        try:
+            state.acquire()
+        except StateInUse:
+            if index == len(candidates) - 1:
+                raise
+            continue
+        return state
+    raise AssertionError("unreachable: the last candidate raises")
+
+
+def free_port_after(host: str, port: int) -> int:
+    """The first port above `port` that this host can listen on now (what the advice names)."""
+    for candidate in range(port + 1, min(port + 100, 65535)):
+        try:
+            listen(host, candidate).server_close()
+        except OSError:
+            continue
+        return candidate
+    return port + 1
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def is_keyed(host: FunctionHost) -> bool:
     """Whether the host asks for function keys (CALLER_AUTH=function-key), else each route checks tokens."""
     return any(route.auth_level != "anonymous" for route in host.routes.http)
@@ -213,10 +254,7 @@ def banner(
         else "settings from local.settings.json / environment"
     )
     lines += ["", f"Running on {mode}. Services it calls:", *expected_services(os.environ)]
-    try:
-        shown = env_file.relative_to(Path.cwd())
-    except ValueError:
-        shown = env_file
+    shown = _shown(env_file)
     lines += [
         "",
         f"In another terminal: source {shown}   # BASE, KEY, MASTER_KEY, AUTH and the settings above",

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,6 +274,77 @@ def test_a_second_instance_never_clobbers_the_first_ones_state(tmp_path):
     finally:
         stop(first)
     assert not env_file.exists()  # removed at exit: nothing left pointing at dead ports
+    assert list(env_file.parent.iterdir()) == []  # nor its lock file
+
+
+def make_run(state: Path, port: int) -> subprocess.Popen[str]:
+    """`PORT=port make run` with the runner's state in `state` (LOCALRUN_STATE_DIR); the set-up
+    stamps are taken as done (-o): this test is about the runner, not the install."""
+    return subprocess.Popen(
+        [shutil.which("make") or "make", "-s", "-o", ".venv/.installed", "-o", "node_modules/.installed", "run"],
+        cwd=ROOT,
+        env=clean_env(PORT=str(port), LOCALRUN_STATE_DIR=str(state)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def saved_env(path: Path) -> dict[str, str]:
+    return dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in path.read_text().splitlines() if line
+    )
+
+
+def eligible(saved: dict[str, str]) -> bool:
+    import uuid
+
+    name, value = saved["AUTH"].split(": ", 1)
+    reply = requests.post(
+        f"{saved['BASE']}/api/product-upgrades/eligibility",
+        json={"customerId": str(uuid.uuid4())},
+        headers={name: value},
+        timeout=30,
+    )
+    return reply.status_code == 200 and reply.json()["isEligible"] is True
+
+
+def test_two_runners_on_two_ports_from_make_each_with_its_own_env_file(tmp_path):
+    """The port-in-use advice names a command that works, and two runners coexist."""
+    state = tmp_path / "state"
+    first_port = free_port()
+    first = make_run(state, first_port)
+    runners = [first]
+    try:
+        assert f"source {state / 'env'}" in wait_ready(first)
+        refused = make_run(state, first_port)
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode != 0 and "already in use" in err
+        advice = re.search(r"PORT=(\d+) make run", err)
+        assert advice, err
+        second_port = int(advice.group(1))
+        second = make_run(state, second_port)
+        runners.append(second)
+        assert f"source {state / f'env-{second_port}'}" in wait_ready(second)
+        one, two = saved_env(state / "env"), saved_env(state / f"env-{second_port}")
+        assert one["BASE"].endswith(f":{first_port}") and two["BASE"].endswith(f":{second_port}")
+        assert eligible(one) and eligible(two)
+    finally:
+        for runner in runners:
+            stop_group(runner)
+    assert sorted(p.name for p in state.iterdir()) == []  # env files and their locks removed
+
+
+def stop_group(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C as a terminal sends it: to the whole process group (make and the runner under it)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM])

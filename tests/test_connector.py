@@ -115,3 +115,41 @@ def test_record_schema_lists_every_field_the_api_returns():
     record = new_record("r", "c", "Azure", "x", "m", state="pending")
     returned = set(record.public_view()) | {"statusUrl", "upgradeStatusUrl"}
     assert returned == set(SPEC["definitions"]["UpgradeRequest"]["properties"])
+
+
+# --- Microsoft's published connector schemas (connector/schemas/, vendored with their source) ---
+
+ROOT = CONNECTOR.parent
+SCHEMAS = CONNECTOR / "schemas"
+
+
+@pytest.mark.parametrize(
+    ("document", "schema"),
+    [
+        ("connector/apiProperties.json", "paconn-apiProperties.schema.json"),
+        ("connector/function-key/apiProperties.json", "paconn-apiProperties.schema.json"),
+        ("connector/apiDefinition.swagger.json", "apiDefinition.swagger.schema.json"),
+    ],
+)
+def test_connector_files_follow_microsofts_published_schema(document, schema):
+    import json5
+    from jsonschema import validators
+
+    published = json5.loads((SCHEMAS / schema).read_text(encoding="utf-8"))  # JSON with // comments
+    validator = validators.validator_for(published)(published)
+    errors = sorted(validator.iter_errors(json.loads((ROOT / document).read_text())), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message[:300]}" for e in errors[:10])
+
+
+def test_the_schema_check_can_fail():
+    """A property the aad identity provider does not take is caught (Microsoft's schema allows only
+    resourceUri, loginUri and tenantId as its custom parameters)."""
+    import json5
+    from jsonschema import validators
+
+    published = json5.loads((SCHEMAS / "paconn-apiProperties.schema.json").read_text(encoding="utf-8"))
+    document = json.loads((ROOT / "connector" / "apiProperties.json").read_text())
+    document["properties"]["connectionParameters"]["token"]["oAuthSettings"]["customParameters"][
+        "notAnAadParameter"
+    ] = {"value": "x"}
+    assert list(validators.validator_for(published)(published).iter_errors(document))

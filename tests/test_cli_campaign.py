@@ -159,3 +159,11 @@ def test_watch_keeps_watching_while_the_store_is_unreachable(app_env, monkeypatc
     assert still_running, (process.returncode, err)
     assert process.returncode == exit_codes.OK and "Traceback" not in err
     assert "unreachable" in out
+
+
+def test_a_batch_of_one_row_says_one_row(app_env, sandbox, capsys, tmp_path, customer_id):
+    source = tmp_path / "one.csv"
+    source.write_text(f"customerId\n{customer_id}\n")
+    code, out, _ = cli(capsys, "batch", str(source), "--output", str(tmp_path / "out.csv"))
+    assert code == exit_codes.OK
+    assert out.startswith("1 row: ") and "1 rows" not in out

@@ -20,7 +20,7 @@ ABOUT_FUNCTION_KEYS = "CALLER_AUTH=function-key"
 # Not a caller's credential, so not about CALLER_AUTH: the host's master key on its admin endpoint
 # (runs a timer now, in any mode), and the OAuth authorization code of the consent sign-in.
 NOT_CALLER_CREDENTIALS = (
-    re.compile(r'x-functions-key: \$MASTER_KEY'),
+    re.compile(r"x-functions-key: \$MASTER_KEY"),
     re.compile(r"http://localhost:8400/\?code="),
 )
 
@@ -46,7 +46,8 @@ def blocks(text: str) -> list[tuple[int, str, str]]:
     for line, heading, lines in raw:
         block = "\n".join(lines)
         intro.setdefault(heading, block)
-        context = heading + "\n" + intro[heading] + ("\n" + previous.get(heading, "") if block.startswith("```") else "")
+        before = previous.get(heading, "") if block.startswith("```") else ""  # a fenced block's lead-in
+        context = "\n".join((heading, intro[heading], before))
         found.append((line, context, block))
         previous[heading] = block
     return found
@@ -65,10 +66,10 @@ def stray_function_keys(path: Path) -> list[str]:
 
 def test_the_check_can_fail():
     sample = ROOT / "tests" / "_sample_doc.md"
-    sample.write_text("# Deploy\n\nCall it:\n\n```bash\ncurl -H \"x-functions-key: $KEY\" $URL\n```\n")
+    sample.write_text('# Deploy\n\nCall it:\n\n```bash\ncurl -H "x-functions-key: $KEY" $URL\n```\n')
     try:
         assert stray_function_keys(sample)
-        sample.write_text("# With `CALLER_AUTH=function-key`\n\n```bash\ncurl -H \"x-functions-key: $KEY\" $URL\n```\n")
+        sample.write_text('# With `CALLER_AUTH=function-key`\n\n```bash\ncurl -H "x-functions-key: $KEY" $URL\n```\n')
         assert not stray_function_keys(sample)
     finally:
         sample.unlink()

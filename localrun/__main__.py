@@ -107,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         state = acquire_state(args.env_file, port)
     except StateInUse as owner:
         listener.server_close()
+        taken = args.env_file or state_dir() / f"env-{port}"
         return _fail(
             [
-                f"localrun: another runner ({owner}) is using {args.env_file}: stop it first (Ctrl-C in its "
-                f"terminal), or give this one its own state file: --env-file {args.env_file}-{port}"
+                f"localrun: another runner ({owner}) is using {taken}: stop it first (Ctrl-C in its "
+                f"terminal), or give this one its own state file: --env-file {taken}-{port}"
             ]
         )
     args.env_file = state.env_file

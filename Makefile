@@ -70,8 +70,9 @@ $(VENV_INFRA)/.installed: requirements-infra.txt
 	$(VENV_INFRA)/bin/python -m pip install --quiet -r requirements-infra.txt
 	touch $@
 
+# checkov exits 0 on a file it cannot parse: infra/checkov_gate.py fails on that too, and names the
+# one module left to the project's own rules (callerapp.bicep, the Graph extension: tests/test_infra.py).
 # CKV_AZURE_189 (vault public access) is skipped here as well as inline: checkov 3.3.30 crashes on it
 # when publicNetworkAccess is a condition (the VNET_ENABLED variant; tests/test_infra.py checks it).
 infra-check: $(VENV_INFRA)/.installed
-	$(VENV_INFRA)/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download \
-		--skip-check CKV_AZURE_189
+	$(VENV_INFRA)/bin/python infra/checkov_gate.py $(VENV_INFRA)/bin/checkov infra --skip-check CKV_AZURE_189

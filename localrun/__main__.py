@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.local_settings import apply, load_local_settings
+from shared.local_settings import apply, load_local_settings, stale_runner_env
 
 from .embedded import BOTH_ROLES, READ_ROLE, SHARED_ENV, EmbeddedServices, needs_embedded_defaults
 from .instance_state import InstanceState, StateInUse
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--env-file",
         type=Path,
-        default=REPO_ROOT / ".localrun" / "env",
         help="where this instance writes BASE, KEY, MASTER_KEY, AUTH and the settings in use "
-        "(one running instance per file; removed at exit)",
+        "(one running instance per file; removed at exit). Default: .localrun/env, or "
+        ".localrun/env-PORT while another runner owns that one",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         return _fail([f"localrun: the port must be between 0 and 65535 (--port or PORT), got {args.port}"])
 
+    stale = stale_runner_env()  # before anything: those settings would be taken for real ones
+    if stale:
+        return _fail([f"localrun: not starting: {stale}"])
     try:
         apply(load_local_settings(args.settings))
     except ValueError as error:
@@ -89,26 +92,29 @@ def main(argv: list[str] | None = None) -> int:
         listener = listen(args.host, args.port)  # first: a port in use starts nothing
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
+            other = free_port_after(args.host, args.port)
             return _fail(
                 [
                     f"localrun: port {args.port} is already in use (another `make run`?): stop it, "
-                    f"or choose another port: PORT={args.port + 1} make run (or --port {args.port + 1})"
+                    f"or run this one on a free port: PORT={other} make run (or --port {other}); "
+                    f"it writes its own {_shown(state_dir() / f'env-{other}')}"
                 ]
             )
         return _fail([f"localrun: cannot listen on {args.host}:{args.port}: {error.strerror}"])
     port = listener.server_address[1]
 
-    state = InstanceState(args.env_file)
     try:
-        state.acquire()
+        state = acquire_state(args.env_file, port)
     except StateInUse as owner:
         listener.server_close()
+        taken = args.env_file or state_dir() / f"env-{port}"
         return _fail(
             [
-                f"localrun: another runner ({owner}) is using {args.env_file}: stop it first (Ctrl-C in its "
-                f"terminal), or give this one its own state file: --env-file {args.env_file}-{port}"
+                f"localrun: another runner ({owner}) is using {taken}: stop it first (Ctrl-C in its "
+                f"terminal), or give this one its own state file: --env-file {taken}-{port}"
             ]
         )
+    args.env_file = state.env_file
     services = EmbeddedServices() if embedded else None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -131,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(services.start(os.environ))
             problems = startup_problems(os.environ, REPO_ROOT / EXAMPLE_FILE, probe=False)
             if problems:
-                return _fail(["localrun: the embedded defaults are invalid:"] + [f"  - {p}" for p in problems])
+                return _fail(
+                    [f"localrun: not starting: {len(problems)} problem(s) with the settings (embedded defaults):"]
+                    + [f"  - {problem}" for problem in problems]
+                )
         base = f"http://localhost:{port}"
         auth = caller_header(host, services, function_key)
         exported = {name: os.environ.get(name, "") for name in SHARED_ENV}
@@ -161,6 +170,45 @@ def main(argv: list[str] | None = None) -> int:
         if services is not None:
             services.stop()
         state.release()
+
+
+def state_dir() -> Path:
+    """Where runners keep their env files (`LOCALRUN_STATE_DIR`, else the repository's .localrun)."""
+    return Path(os.environ.get("LOCALRUN_STATE_DIR") or REPO_ROOT / ".localrun")
+
+
+def acquire_state(env_file: Path | None, port: int) -> InstanceState:
+    """The state this runner owns: the `--env-file` given, else `.localrun/env`, else (another
+    runner owns that one: two runners on two ports) `.localrun/env-PORT`."""
+    candidates = [env_file] if env_file is not None else [state_dir() / "env", state_dir() / f"env-{port}"]
+    for index, candidate in enumerate(candidates):
+        state = InstanceState(candidate)
+        try:
+            state.acquire()
+        except StateInUse:
+            if index == len(candidates) - 1:
+                raise
+            continue
+        return state
+    raise AssertionError("unreachable: the last candidate raises")
+
+
+def free_port_after(host: str, port: int) -> int:
+    """The first port above `port` that this host can listen on now (what the advice names)."""
+    for candidate in range(port + 1, min(port + 100, 65535)):
+        try:
+            listen(host, candidate).server_close()
+        except OSError:
+            continue
+        return candidate
+    return port + 1
+
+
+def _shown(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def is_keyed(host: FunctionHost) -> bool:
@@ -207,10 +255,7 @@ def banner(
         else "settings from local.settings.json / environment"
     )
     lines += ["", f"Running on {mode}. Services it calls:", *expected_services(os.environ)]
-    try:
-        shown = env_file.relative_to(Path.cwd())
-    except ValueError:
-        shown = env_file
+    shown = _shown(env_file)
     lines += [
         "",
         f"In another terminal: source {shown}   # BASE, KEY, MASTER_KEY, AUTH and the settings above",

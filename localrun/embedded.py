@@ -8,27 +8,14 @@ from collections.abc import Mapping
 
 from sandbox import Sandbox
 from sandbox.azurite import Azurite
+from shared.local_settings import RUNNER_SETTINGS
 
 BOTH_ROLES = ("ProductUpgrades.Submit", "ProductUpgrades.Read")
 READ_ROLE = "ProductUpgrades.Read"
 
 # Settings that say "this run points at real services": any of them disables the embedded defaults.
 REAL_SETTINGS = ("KEY_VAULT_URL", "PARTNER_TENANT_ID")
-SHARED_ENV = (
-    "KEY_VAULT_URL",
-    "PARTNER_TENANT_ID",
-    "PARTNER_CENTER_ENDPOINT",
-    "AZURE_AUTHORITY_HOST",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "REQUESTS_CA_BUNDLE",
-    "SSL_CERT_FILE",
-    "AzureWebJobsStorage",
-    "UPGRADE_REQUESTS_TABLE",
-    "CALLER_AUTH",
-    "CALLER_AUDIENCES",
-    "CALLER_TENANT_IDS",
-)
+SHARED_ENV = RUNNER_SETTINGS  # what .localrun/env exports of the settings in use
 
 
 def needs_embedded_defaults(environ: Mapping[str, str]) -> bool:

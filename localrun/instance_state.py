@@ -31,15 +31,26 @@ class InstanceState:
     def acquire(self) -> None:
         """Take the lock or raise StateInUse naming the owner (pid and base URL)."""
         self.env_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.lock_file.open("a+", encoding="utf-8")
+        while True:
+            handle = self.lock_file.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                raise StateInUse(owner) from None
+            if self._is_current(handle):
+                self._lock = handle
+                return
+            handle.close()  # its owner removed it as it stopped (release): lock the new file instead
+
+    def _is_current(self, handle: IO[str]) -> bool:
+        """Whether the locked file is still the one at `lock_file` (release unlinks it)."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
-            raise StateInUse(owner) from None
-        self._lock = handle
+            return os.stat(self.lock_file).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     def record_owner(self, description: str) -> None:
         if self._lock is not None:
@@ -57,12 +68,11 @@ class InstanceState:
         os.replace(temporary, self.env_file)
 
     def release(self) -> None:
-        """Remove the env file (it would point at dead ports) and drop the lock."""
+        """Remove the env file (it would point at dead ports) and the lock file, then drop the lock."""
         if self._lock is None:
             return
         self.env_file.unlink(missing_ok=True)
-        self._lock.seek(0)
-        self._lock.truncate()
+        self.lock_file.unlink(missing_ok=True)  # while still locked: a waiting acquire sees it went
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
         self._lock = None

@@ -72,6 +72,16 @@ def _env_file_values(path: Path) -> dict[str, str]:
     return values
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _control(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | int:
     """Call ``/_sandbox/{path}`` on the running sandbox; its JSON answer, or the exit code."""
     import requests
@@ -82,6 +92,14 @@ def _control(args: argparse.Namespace, method: str, path: str, body: dict[str, A
     if not url:
         print(
             f"no sandbox to talk to: start `make run` (it writes SANDBOX_URL to {args.env_file}) or pass --url",
+            file=sys.stderr,
+        )
+        return 2
+    pid = (saved if from_file else os.environ).get("LOCALRUN_PID", "")
+    if not args.url and pid.isdigit() and not _alive(int(pid)):
+        print(
+            f"no runner: the local runner (pid {pid}) this sandbox URL came from has stopped: start `make run` "
+            "(then `source .localrun/env` anew)",
             file=sys.stderr,
         )
         return 2
@@ -100,6 +118,9 @@ def _control(args: argparse.Namespace, method: str, path: str, body: dict[str, A
             file=sys.stderr,
         )
         return 1
+    except OSError as error:  # not a RequestException: the CA file of a stopped runner (REQUESTS_CA_BUNDLE)
+        print(f"no runner: the sandbox's CA file is gone ({error}): start `make run`", file=sys.stderr)
+        return 2
     if reply.status_code != 200:
         print(f"the sandbox refused: {reply.status_code} {reply.text}", file=sys.stderr)
         return 1

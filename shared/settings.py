@@ -391,9 +391,11 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
 
 def settings_report(environ: Mapping[str, str] | None = None) -> list[str]:
     """Every problem with the app settings, one line each naming the setting (empty: all valid),
-    the timer's schedule included, which `load_settings` leaves out: a bad schedule must only stop
-    the timer, never the HTTP routes. The local runner checks this at start-up."""
+    the caller settings (CALLER_AUTH...) and the timer's schedule included, which `load_settings`
+    leaves out: a bad schedule must only stop the timer, never the HTTP routes. The local runner
+    checks this at start-up."""
     problems = read_settings(environ)[1]
+    problems += [p for p in read_caller_settings(environ)[1] if p not in problems]  # what every route checks first
     schedule_problem = pending_schedule_problem(environ_or(environ))
     if schedule_problem:
         problems.append(schedule_problem)
@@ -454,6 +456,14 @@ def load_caller_settings(environ: Mapping[str, str] | None = None) -> CallerSett
     """CALLER_AUTH and, with `entra`, its audiences and tenants; one ConfigurationError naming
     every problem. Separate from `load_settings`: the timer and the CLI never need it, and a
     route must be able to refuse a caller before any other setting or client is touched."""
+    settings, problems = read_caller_settings(environ)
+    if problems:
+        raise ConfigurationError("Invalid app settings: " + "; ".join(problems))
+    return settings
+
+
+def read_caller_settings(environ: Mapping[str, str] | None = None) -> tuple[CallerSettings, list[str]]:
+    """The caller settings as read and the problems found (`settings_report` lists them too)."""
     read = _Reader(os.environ if environ is None else environ)
     raw_mode = read.raw(CALLER_AUTH)
     mode = caller_auth_mode({CALLER_AUTH.name: raw_mode}) or ""
@@ -475,9 +485,8 @@ def load_caller_settings(environ: Mapping[str, str] | None = None) -> CallerSett
                     f"{CALLER_TENANT_IDS.name} must list tenant GUIDs (tokens carry the GUID), got {tenant!r}"
                 )
         authority_host = read.https_url(AZURE_AUTHORITY_HOST)
-    if read.problems:
-        raise ConfigurationError("Invalid app settings: " + "; ".join(read.problems))
-    return CallerSettings(mode=mode, audiences=audiences, tenant_ids=tenant_ids, authority_host=authority_host)
+    settings = CallerSettings(mode=mode, audiences=audiences, tenant_ids=tenant_ids, authority_host=authority_host)
+    return settings, read.problems
 
 
 # Host settings the telemetry reads (Application Insights' own names, set by infra/, not ALL_SETTINGS:

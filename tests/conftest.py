@@ -227,6 +227,10 @@ class Api:
         if response.mimetype and "mimetype" not in reply.headers:
             reply.headers["content-type"] = response.mimetype
         self._exchange.bodies.append(reply.body.decode(errors="replace") + json.dumps(reply.headers))
+        if reply.content_type.startswith("application/problem+json"):
+            # RFC 9457 in every problem any test receives: `status` is the HTTP status number.
+            problem = reply.json()
+            assert problem.get("status") == reply.status, f"problem status {problem.get('status')!r} != {reply.status}"
         return reply
 
     def upgrade(

@@ -286,7 +286,8 @@ def test_cancel_is_409_once_a_create_may_have_been_sent_or_when_final(api: Api, 
     reply = action(api, "cancel", stored.record.request_id)
     assert reply.status == 409 and reply.content_type == "application/problem+json"
     problem = reply.json()
-    assert problem["type"].endswith("cannot-cancel") and problem["status"] == state
+    assert problem["type"].endswith("cannot-cancel") and problem["requestStatus"] == state
+    assert problem["status"] == 409  # RFC 9457: the HTTP status, never the request's state
     assert store().get(stored.record.request_id).record.state == state
 
 
@@ -335,6 +336,7 @@ def test_retry_of_rejected_needs_force_and_others_are_409(api: Api, customer_id)
     rejected = make(customer_id, REJECTED, last_error_type="not-eligible")
     reply = action(api, "retry", rejected.record.request_id)
     assert reply.status == 409 and 'force": true' in reply.json()["detail"]
+    assert reply.json()["status"] == 409 and reply.json()["requestStatus"] == REJECTED
     assert action(api, "retry", rejected.record.request_id, {"force": "yes"}).status == 400
     assert action(api, "retry", rejected.record.request_id, {"force": True}).status == 202
     for state in (PENDING, SUBMITTING, SUBMITTED, "complete", CANCELLED):

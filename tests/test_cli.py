@@ -215,14 +215,38 @@ def test_stale_local_env_exits_5(app_env, monkeypatch, capsys, customer_id):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     monkeypatch.setenv("LOCALRUN_PID", str(dead.pid))
+    monkeypatch.setenv("BASE", "http://localhost:7071")
+    monkeypatch.setenv("SANDBOX_URL", "https://127.0.0.1:1")
     assert main(["--settings", "/nonexistent.json", "eligibility", "--customer-id", customer_id]) == exit_codes.OPERATOR
-    assert "no longer running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no longer running" in err and err.strip().count("\n") == 0
+    # exactly the variables .localrun/env exported that this shell still holds, in one command
+    unset = re.search(r"`unset ([^`]+)`", err)
+    assert unset, err
+    names = set(unset.group(1).split())
+    assert {"LOCALRUN_PID", "BASE", "SANDBOX_URL", "KEY_VAULT_URL", "AzureWebJobsStorage"} <= names
+    assert names <= set(os.environ)
+
+
+def test_without_a_sourced_env_while_a_runner_is_up_the_cli_says_source_it(monkeypatch, capsys, tmp_path):
+    for name in ("KEY_VAULT_URL", "PARTNER_TENANT_ID", "AzureWebJobsStorage", "LOCALRUN_PID"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".localrun").mkdir()
+    (tmp_path / ".localrun" / "env").write_text(f"export LOCALRUN_PID={os.getpid()}\nexport BASE=http://localhost:1\n")
+    monkeypatch.chdir(tmp_path)
+    from shared.runtime import reset_runtime
+
+    reset_runtime()
+    code = main(["--settings", str(tmp_path / "none.json"), "eligibility", "--customer-id", str(uuid.uuid4())])
+    assert code == exit_codes.OPERATOR
+    assert "source .localrun/env" in capsys.readouterr().err
+    reset_runtime()
 
 
 def _readme_exit_codes() -> dict[int, str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
-    return {int(code): meaning.strip() for code, meaning in re.findall(r"^\| `(\d)` \| (.+?) \|$", section, re.M)}
+    return {int(code): meaning.strip() for code, meaning in re.findall(r"^\| `(\d+)` \| (.+?) \|$", section, re.M)}
 
 
 def test_one_exit_code_table_in_readme_help_and_code():
@@ -230,9 +254,10 @@ def test_one_exit_code_table_in_readme_help_and_code():
     assert exit_codes.table_text() in build_parser().format_help().replace("\n  ", "\n  ")
 
 
-@pytest.mark.parametrize("code", [row[0] for row in exit_codes.TABLE])
+@pytest.mark.parametrize("code", [row[0] for row in exit_codes.TABLE if row[0] != exit_codes.INTERRUPTED])
 def test_each_exit_code_row_happens(code, app_env, sandbox, capsys, customer_id, tmp_path):
-    """One real situation per row of the table."""
+    """One real situation per row of the table (130, Ctrl-C, needs a process of its own: the batch
+    test below)."""
     args = ["--settings", "/nonexistent.json"]
     if code == exit_codes.OK:
         args += ["upgrade", "--customer-id", customer_id]
@@ -329,3 +354,63 @@ def test_batch_rows_record_the_operator(app_env, capsys, tmp_path, monkeypatch):
     assert len(stored) == 2
     assert {r.requested_by.auth_method for r in stored if r.requested_by} == {"cli"}
     assert all(r.requested_by is not None for r in stored)
+
+
+# --- Ctrl-C during a batch ---
+
+
+def interrupted_batch(sandbox, tmp_path: Path, customers: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
+    """`cli batch` in its own process (real SIGINT, as a terminal's Ctrl-C), interrupted once a few
+    rows reached Partner Center; every create is slowed so most rows are still to come."""
+    import signal
+    import time
+
+    sandbox.faults.add("create_upgrade", "delay", count=len(customers), seconds=0.4)
+    source = tmp_path / "customers.csv"
+    source.write_text("customerId\n" + "".join(f"{c}\n" for c in customers))
+    output = tmp_path / "results.json"
+    command = [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "batch", str(source)]
+    process = subprocess.Popen(
+        [*command, "--concurrency", "2", "--output", str(output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(sandbox.calls("partner_center", "create_upgrade")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), output
+
+
+def test_ctrl_c_in_a_batch_writes_the_results_and_says_how_to_resume(app_env, sandbox, tmp_path):
+    customers = [str(uuid.uuid4()) for _ in range(40)]
+    done, output = interrupted_batch(sandbox, tmp_path, customers)
+    assert done.returncode == exit_codes.INTERRUPTED, done.stderr
+    assert "Traceback" not in done.stderr
+    resume = [line for line in done.stderr.splitlines() if "again" in line]
+    assert len(resume) == 1 and "replay" in resume[0] and str(output) in resume[0], done.stderr
+    rows = json.loads(output.read_text())
+    assert [row["customerId"] for row in rows] == customers  # every row, in the file's order
+    by_status: dict[str, list[str]] = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row["customerId"])
+    assert set(by_status) == {"submitted", "not-reached"}, by_status  # in-flight rows were finished
+    assert all(sandbox.submissions(c) == 1 for c in by_status["submitted"])
+    assert all(sandbox.submissions(c) == 0 for c in by_status["not-reached"])
+    assert len(by_status["not-reached"]) > len(customers) // 2
+
+    # The resume line is true: the same command again submits the rest, nothing twice.
+    rerun = [sys.executable, "-m", "shared.cli", "--settings", "/nonexistent.json", "batch"]
+    again = subprocess.run(
+        [*rerun, str(tmp_path / "customers.csv"), "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == exit_codes.OK, again.stderr
+    assert all(sandbox.submissions(c) == 1 for c in customers)

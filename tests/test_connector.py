@@ -115,3 +115,59 @@ def test_record_schema_lists_every_field_the_api_returns():
     record = new_record("r", "c", "Azure", "x", "m", state="pending")
     returned = set(record.public_view()) | {"statusUrl", "upgradeStatusUrl"}
     assert returned == set(SPEC["definitions"]["UpgradeRequest"]["properties"])
+
+
+# --- Microsoft's published connector schemas (connector/schemas/, vendored with their source) ---
+
+ROOT = CONNECTOR.parent
+SCHEMAS = CONNECTOR / "schemas"
+
+
+def published_schema(name: str) -> dict:
+    """A vendored schema (JSON with // comments), with the one amendment upstream made after the
+    vendored commit: `GlobalPerConnector` among the OAuth redirect modes (microsoft/
+    PowerPlatformConnectors 7e2d88f, schemas/tests/test_api_properties.py `test_redirect_modes`);
+    it is the per-connector redirect URI Microsoft asks new OAuth connectors to use."""
+    import json5
+
+    schema = json5.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    if name == "paconn-apiProperties.schema.json":
+        modes = schema["definitions"]["oAuthSettings"]["properties"]["redirectMode"]["enum"]
+        assert "GlobalPerConnector" not in modes, "the vendored schema has it now: drop this amendment"
+        modes.append("GlobalPerConnector")
+    return schema
+
+
+def schema_errors(schema: dict, document: dict) -> list[str]:
+    from jsonschema import validators
+
+    errors = sorted(validators.validator_for(schema)(schema).iter_errors(document), key=lambda e: list(e.path))
+    found = []
+    for error in errors:
+        where = "/".join(map(str, error.path))
+        found.append(f"{where}: {error.message[:200]}")
+        found += [f"{where}:   {'/'.join(map(str, c.schema_path))}: {c.message[:200]}" for c in error.context]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("document", "schema"),
+    [
+        ("connector/apiProperties.json", "paconn-apiProperties.schema.json"),
+        ("connector/function-key/apiProperties.json", "paconn-apiProperties.schema.json"),
+        ("connector/apiDefinition.swagger.json", "apiDefinition.swagger.schema.json"),
+    ],
+)
+def test_connector_files_follow_microsofts_published_schema(document, schema):
+    errors = schema_errors(published_schema(schema), json.loads((ROOT / document).read_text()))
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_the_schema_check_can_fail():
+    """A property the aad identity provider does not take is caught (Microsoft's schema allows only
+    resourceUri, loginUri and tenantId as its custom parameters: `enableOnbehalfOfLogin` was one)."""
+    document = json.loads((ROOT / "connector" / "apiProperties.json").read_text())
+    document["properties"]["connectionParameters"]["token"]["oAuthSettings"]["customParameters"][
+        "enableOnbehalfOfLogin"
+    ] = {"value": "false"}
+    assert schema_errors(published_schema("paconn-apiProperties.schema.json"), document)

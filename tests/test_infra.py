@@ -1211,3 +1211,43 @@ MUTATIONS = [
 def test_invariant_catches(mutations: list[tuple[str, str, str]], expected: str):
     problems = all_problems(load_infra(mutations))
     assert any(expected in problem for problem in problems), problems
+
+
+# --- make infra-check: checkov's gate (infra/checkov_gate.py) ---
+
+
+def checkov_gate() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checkov_gate", INFRA / "checkov_gate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [
+        ({"passed": 22, "failed": 0, "parsing_errors": 0, "resource_count": 49}, None),
+        ({"passed": 22, "failed": 0, "parsing_errors": 1, "resource_count": 49}, "could not parse"),
+        ({"passed": 21, "failed": 1, "parsing_errors": 0, "resource_count": 49}, "failed check"),
+        ({"passed": 0, "failed": 0, "parsing_errors": 0, "resource_count": 0}, "no resource"),
+    ],
+)
+def test_the_infra_check_fails_on_a_parsing_error(summary, expected):
+    """checkov exits 0 when a file does not parse (callerapp.bicep was never scanned): the gate does not."""
+    found = checkov_gate().problems({"check_type": "bicep", "results": {}, "summary": summary})
+    assert (found == []) if expected is None else any(expected in problem for problem in found)
+    assert checkov_gate().problems([{"summary": summary}]) == found  # several frameworks: a list
+
+
+def test_each_module_left_out_of_checkov_is_checked_by_the_projects_own_rules():
+    left_out = checkov_gate().NOT_FOR_CHECKOV
+    assert left_out, "nothing is left out: drop this test and NOT_FOR_CHECKOV"
+    for path in left_out:
+        assert (ROOT / path).exists(), path
+        module = path.removeprefix("infra/")
+        assert any(mutated.endswith(module) for case in MUTATIONS for mutated, _, _ in case.values[0]), (
+            f"{path}: no invariant of this file checks it"
+        )

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import requests
 from localrun.http_host import FunctionHost
 from localrun.preflight import startup_problems
 from sandbox.azurite import free_port
+from shared.local_settings import RUNNER_ENV_NAMES
 
 from .conftest import registered_functions
 
@@ -121,12 +124,120 @@ def test_every_settings_problem_is_listed_at_once():
 
 
 def test_real_looking_settings_pass_without_probing():
-    values = {
-        **example_values(),
-        "KEY_VAULT_URL": "https://my-vault.vault.azure.net",
-        "PARTNER_TENANT_ID": "contoso.onmicrosoft.com",
-    }
+    values = {**example_values(), **REAL_LOOKING}
     assert startup_problems(values, EXAMPLE, probe=False) == []
+
+
+# A GUID tenant: with CALLER_AUTH=entra it is also the tenant whose tokens are accepted, and tokens carry GUIDs.
+REAL_LOOKING = {
+    "KEY_VAULT_URL": "https://my-vault.vault.azure.net",
+    "PARTNER_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"CALLER_AUTH": "bogus"},
+        {"CALLER_AUTH": None},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": None},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": "api://x", "CALLER_TENANT_IDS": "contoso.onmicrosoft.com"},
+        {"CALLER_AUTH": "entra", "CALLER_AUDIENCES": "api://x", "AZURE_AUTHORITY_HOST": "http://login.example"},
+        {"PENDING_CONCURRENCY": "0"},
+        {"PENDING_SCHEDULE": "every minute"},
+    ],
+    ids=lambda bad: ",".join(f"{k}={v}" for k, v in bad.items()),
+)
+def test_every_setting_the_app_refuses_is_refused_at_start_up_with_the_same_words(bad):
+    """What the routes (caller settings), the runtime (app settings) and the timer (schedule)
+    would answer with is what the runner lists before its banner."""
+    from shared.errors import ConfigurationError
+    from shared.settings import load_caller_settings, load_settings, pending_schedule
+
+    values = {**example_values(), **REAL_LOOKING, "CALLER_AUTH": "function-key", **bad}
+    values = {name: value for name, value in values.items() if value is not None}
+    refusals = []
+    for load in (load_caller_settings, load_settings, pending_schedule):
+        try:
+            load(values)
+        except ConfigurationError as error:
+            refusals.append(error.detail.removeprefix("Invalid app settings: "))
+    assert refusals, "the app accepts these settings: the row tests nothing"
+    problems = "\n".join(startup_problems(values, EXAMPLE, probe=False))
+    for refusal in refusals:
+        for part in refusal.split("; "):
+            assert part in problems
+
+
+def test_a_bad_caller_auth_on_embedded_defaults_stops_before_the_banner(tmp_path):
+    env_file = tmp_path / "env"
+    process = start(
+        tmp_path, "--port", str(free_port()), "--env-file", str(env_file), env=clean_env(CALLER_AUTH="bogus")
+    )
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # it served: stop it, then fail on what it printed
+        stop(process)
+        out, err = process.communicate()
+    assert process.returncode == 2, out + err
+    assert "CALLER_AUTH must be one of entra, function-key, got 'bogus'" in err
+    assert "Ctrl-C stops." not in out and "Traceback" not in err
+    assert not (tmp_path / "env").exists()
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def stale_runner_env() -> dict[str, str]:
+    """What `source .localrun/env` left in a shell after that runner stopped."""
+    port = free_port()
+    return {
+        "LOCALRUN_PID": str(dead_pid()),
+        "BASE": "http://localhost:7071",
+        "KEY": "k",
+        "SANDBOX_URL": f"https://127.0.0.1:{port}",
+        "KEY_VAULT_URL": f"https://127.0.0.1:{port}",
+        "PARTNER_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "REQUESTS_CA_BUNDLE": "/nonexistent/localrun/sandbox-ca.pem",
+        "AzureWebJobsStorage": f"UseDevelopmentStorage=true;TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1",
+        "CALLER_AUTH": "entra",
+    }
+
+
+def test_a_shell_holding_a_stopped_runners_env_is_told_exactly_what_to_unset(tmp_path):
+    stale = stale_runner_env()
+    process = start(tmp_path, "--port", str(free_port()), "--env-file", str(tmp_path / "env"), env=clean_env(**stale))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2, err
+    assert err.strip().count("\n") == 0, err  # one message
+    assert "local.settings.json" not in err and "Traceback" not in err
+    unset = set(shlex.split(err.split("`unset ", 1)[1].split("`", 1)[0]))
+    assert set(stale) <= unset <= set(RUNNER_ENV_NAMES)
+    # following the advice is enough: the runner starts (embedded defaults) in that shell
+    followed = {name: value for name, value in clean_env(**stale).items() if name not in unset}
+    runner = start(tmp_path, "--port", str(free_port()), "--env-file", str(tmp_path / "env"), env=followed)
+    try:
+        wait_ready(runner)
+    finally:
+        stop(runner)
+
+
+def test_sandbox_customer_after_the_runner_stopped_is_one_line(tmp_path):
+    for env in (stale_runner_env(), {**stale_runner_env(), "LOCALRUN_PID": ""}):
+        done = subprocess.run(
+            [sys.executable, "-m", "sandbox", "customer", "x", "--ineligible", "--env-file", str(tmp_path / "none")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(**env),
+        )
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+        assert "make run" in done.stderr
 
 
 # --- ports, instances, state ---
@@ -163,6 +274,77 @@ def test_a_second_instance_never_clobbers_the_first_ones_state(tmp_path):
     finally:
         stop(first)
     assert not env_file.exists()  # removed at exit: nothing left pointing at dead ports
+    assert list(env_file.parent.iterdir()) == []  # nor its lock file
+
+
+def make_run(state: Path, port: int) -> subprocess.Popen[str]:
+    """`PORT=port make run` with the runner's state in `state` (LOCALRUN_STATE_DIR); the set-up
+    stamps are taken as done (-o): this test is about the runner, not the install."""
+    return subprocess.Popen(
+        [shutil.which("make") or "make", "-s", "-o", ".venv/.installed", "-o", "node_modules/.installed", "run"],
+        cwd=ROOT,
+        env=clean_env(PORT=str(port), LOCALRUN_STATE_DIR=str(state)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def saved_env(path: Path) -> dict[str, str]:
+    return dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in path.read_text().splitlines() if line
+    )
+
+
+def eligible(saved: dict[str, str]) -> bool:
+    import uuid
+
+    name, value = saved["AUTH"].split(": ", 1)
+    reply = requests.post(
+        f"{saved['BASE']}/api/product-upgrades/eligibility",
+        json={"customerId": str(uuid.uuid4())},
+        headers={name: value},
+        timeout=30,
+    )
+    return reply.status_code == 200 and reply.json()["isEligible"] is True
+
+
+def test_two_runners_on_two_ports_from_make_each_with_its_own_env_file(tmp_path):
+    """The port-in-use advice names a command that works, and two runners coexist."""
+    state = tmp_path / "state"
+    first_port = free_port()
+    first = make_run(state, first_port)
+    runners = [first]
+    try:
+        assert f"source {state / 'env'}" in wait_ready(first)
+        refused = make_run(state, first_port)
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode != 0 and "already in use" in err
+        advice = re.search(r"PORT=(\d+) make run", err)
+        assert advice, err
+        second_port = int(advice.group(1))
+        second = make_run(state, second_port)
+        runners.append(second)
+        assert f"source {state / f'env-{second_port}'}" in wait_ready(second)
+        one, two = saved_env(state / "env"), saved_env(state / f"env-{second_port}")
+        assert one["BASE"].endswith(f":{first_port}") and two["BASE"].endswith(f":{second_port}")
+        assert eligible(one) and eligible(two)
+    finally:
+        for runner in runners:
+            stop_group(runner)
+    assert sorted(p.name for p in state.iterdir()) == []  # env files and their locks removed
+
+
+def stop_group(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C as a terminal sends it: to the whole process group (make and the runner under it)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM])

@@ -57,18 +57,22 @@ def summary(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     created_from = _time(query, "createdFrom") or utc_now() - timedelta(days=SUMMARY_DEFAULT_DAYS)
     created_to = _time(query, "createdTo")
     _check_window(created_from, created_to)
-    result = get_runtime().store.summary(created_from, created_to)
+    return json_response(summary_body(get_runtime().store, created_from, created_to, utc_now()), 200, correlation_id)
+
+
+def summary_body(store: Any, created_from: datetime, created_to: datetime | None, now: datetime) -> dict[str, Any]:
+    """The summary's JSON, the same for the route and `cli summary`."""
+    result = store.summary(created_from, created_to)
     oldest = result.oldest_pending_created_at
-    body = {
+    return {
         "byState": result.by_state,
         "byLastErrorType": result.by_error,
         "byPartnerCenterErrorCode": result.by_partner_center_error,
         "oldestPendingCreatedAt": _iso(oldest),
-        "oldestPendingAgeSeconds": None if oldest is None else int((utc_now() - oldest).total_seconds()),
+        "oldestPendingAgeSeconds": None if oldest is None else int((now - oldest).total_seconds()),
         "finalCreatedFrom": _iso(created_from),
         "finalCreatedTo": _iso(created_to),
     }
-    return json_response(body, 200, correlation_id)
 
 
 @handled

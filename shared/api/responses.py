@@ -11,6 +11,11 @@ from shared.correlation import RESPONSE_CORRELATION_HEADER
 from shared.errors import UpgradeError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# RFC 9457's members (and ours beside them) that an error's extensions may never replace: `status`
+# is the HTTP status number, so a request's state travels as `requestStatus`.
+RESERVED_PROBLEM_MEMBERS = frozenset(
+    {"type", "title", "status", "detail", "instance", "correlationId", "retryAfterSeconds"}
+)
 
 
 def json_response(
@@ -30,14 +35,16 @@ def json_response(
 
 
 def problem_response(error: UpgradeError, correlation_id: str, instance: str | None = None) -> func.HttpResponse:
-    """The error as problem+json: type, title, status, detail, correlationId, extensions."""
+    """The error as problem+json: type, title, status, detail, correlationId, then the extensions
+    (never one named like a reserved member: tests/test_problem_members.py)."""
+    extensions = {name: value for name, value in error.extensions.items() if name not in RESERVED_PROBLEM_MEMBERS}
     body: dict[str, Any] = {
         "type": error.problem_type,
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
         "correlationId": correlation_id,
-        **error.extensions,
+        **extensions,
     }
     if instance:
         body["instance"] = instance

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.cli import campaign, exit_codes, migrate
+from shared.cli.messages import error_line, plural
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
-from shared.errors import UpgradeError
+from shared.errors import ConfigurationError, UpgradeError
 from shared.identifiers import new_guid
-from shared.local_settings import apply, check_local_env_is_live, load_local_settings
+from shared.local_settings import apply, check_local_env_is_live, load_local_settings, unsourced_runner_hint
 from shared.upgrade_requests.intake import idempotency_key_hash
 from shared.upgrade_requests.record import RequestedBy
 from shared.validation import (
@@ -146,16 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         with log_scope():
             return int(handler(args))
     except UpgradeError as error:
+        hint = unsourced_runner_hint() if isinstance(error, ConfigurationError) else None
         _emit(
             args,
             {"error": error.slug, "title": error.title, "detail": error.detail, **error.extensions},
-            f"error: {error.title}: {error.detail}",
+            error_line(error) + (f"\n{hint}" if hint else ""),
             stream=sys.stderr,
         )
         return exit_codes.for_error(error)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.USAGE
+    except KeyboardInterrupt:  # a command with work to save (batch) handles Ctrl-C itself
+        print("interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
     except Exception:
         log.exception("unexpected failure")
         return exit_codes.UNEXPECTED
@@ -275,7 +280,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"warning: {duplicate}", file=sys.stderr)
     runtime = _runtime()
     with tqdm(total=len(rows), unit="customer", file=sys.stderr, disable=None) as bar:
-        results = run_batch(
+        run = run_batch(
             runtime,
             rows,
             concurrency=args.concurrency,
@@ -283,6 +288,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             progress=bar.update,
             requested_by=_operator(),
         )
+    results = run.results
     write_results(results, output, output_format)
     by_status: dict[str, int] = {}
     for result in results:
@@ -295,16 +301,24 @@ def cmd_batch(args: argparse.Namespace) -> int:
         "replayed": replayed,
         "duplicates": duplicates,
         "results": str(output),
+        "interrupted": run.interrupted,
     }
     _emit(
         args,
         summary,
-        f"{len(results)} rows: "
+        f"{plural(len(results), 'row')}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
         + (f" ({replayed} replayed: accepted earlier, nothing new submitted)" if replayed else "")
-        + (f"; {len(duplicates)} duplicate row(s) skipped" if duplicates else "")
+        + (f"; {plural(len(duplicates), 'duplicate row')} skipped" if duplicates else "")
         + f"; results in {output}",
     )
+    if run.interrupted:
+        print(
+            f"interrupted: {run.not_reached} of {plural(len(results), 'row')} not reached (results in {output}); "
+            "run the same command again to finish: rows already accepted are replayed, never submitted twice",
+            file=sys.stderr,
+        )
+        return exit_codes.INTERRUPTED
     return exit_codes.worst([result.exitCode for result in results])
 
 

@@ -19,6 +19,7 @@ USAGE = 2
 REFUSED = 3
 NOT_YET = 4
 OPERATOR = 5
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "done: submitted, complete, eligible, timer run finished"),
@@ -35,6 +36,7 @@ TABLE: tuple[tuple[int, str], ...] = (
         "an operator must act: settings, credentials, re-consent, storage unreachable "
         "or of another layout (run migrate), stale .localrun/env",
     ),
+    (INTERRUPTED, "interrupted (Ctrl-C); a batch first writes its results file, rows not reached marked `not-reached`"),
 )
 
 

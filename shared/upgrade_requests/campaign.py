@@ -45,14 +45,14 @@ def cancel(runtime: Runtime, request_id: str) -> Stored:
         if record.is_final:
             raise CannotCancel(
                 f"The request is already {record.state}; there is nothing to cancel",
-                extensions={"requestId": request_id, "status": record.state},
+                extensions={"requestId": request_id, "requestStatus": record.state},
             )
         if record.state != PENDING or _create_may_have_been_sent(record):
             raise CannotCancel(
                 f"The request is {record.state} and a create may already have reached Partner Center, "
                 "so cancelling could leave an upgrade nobody follows. Let it finish (GET shows its "
                 "progress), then retry or act on the resulting upgrade in Partner Center",
-                extensions={"requestId": request_id, "status": record.state},
+                extensions={"requestId": request_id, "requestStatus": record.state},
             )
         now = utc_now()
         cancelled = record.evolve(
@@ -83,7 +83,8 @@ def retry(runtime: Runtime, request_id: str, *, force: bool = False) -> Stored:
                 else "only failed requests (and rejected ones, with force) can be retried"
             )
             raise CannotRetry(
-                f"The request is {record.state}: {hint}", extensions={"requestId": request_id, "status": record.state}
+                f"The request is {record.state}: {hint}",
+                extensions={"requestId": request_id, "requestStatus": record.state},
             )
         now = utc_now()
         # An earlier create that produced an upgrade (which then failed) is settled: nothing is left

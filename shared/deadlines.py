@@ -57,6 +57,8 @@ IDENTITY_SECONDS = 5.0
 ENTRA_SECONDS = 10.0
 STORAGE_SECONDS = 5.0
 CALLBACK_SECONDS = 10.0
+SIGNING_KEYS_SECONDS = 5.0  # each of the two reads of Entra's signing keys (metadata, key set)
+DNS_SECONDS = 5.0  # one name lookup (a callback host)
 AZURE_RETRY_TOTAL = 1  # azure-core's default is 3 retries of up to 300 s each
 RESERVE_SECONDS = 10.0  # kept back for the final durable writes of an answer
 RESERVE_SHARE = 0.3
@@ -127,6 +129,32 @@ def expired(*, final_write: bool = False) -> bool:
     if budget is None:
         return False
     return _usable(budget, final_write) < MIN_CALL_SECONDS
+
+
+def wait_seconds(*, final_write: bool = False) -> float | None:
+    """How long a wait (for a lock, for another thread's fetch) may last now: the time left less
+    what every call keeps back; 0 when nothing is left; None outside any deadline."""
+    budget = _current.get()
+    if budget is None:
+        return None
+    return max(0.0, _usable(budget, final_write))
+
+
+@contextmanager
+def held(lock: threading.Lock, what: str) -> Iterator[None]:
+    """Hold `lock`, waiting for it no longer than the deadline allows (`wait_seconds`): a lock
+    held by a slow call of another thread must not keep this answer past its deadline. Not free
+    in time: `DeadlineExceeded`, as for a call that could not be started."""
+    left = wait_seconds()
+    if not lock.acquire(timeout=-1 if left is None else left):
+        raise DeadlineExceeded(
+            f"No time was left within the answer's deadline to wait for {what}",
+            retry_after=DEADLINE_RETRY_AFTER_SECONDS,
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _usable(budget: _Budget, final_write: bool) -> float:

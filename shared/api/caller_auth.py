@@ -142,12 +142,12 @@ class CallerAuthenticator:
     """Validates bearer tokens for one `CallerSettings`; holds each tenant's signing keys."""
 
     def __init__(self, settings: CallerSettings, session: requests.Session | None = None) -> None:
-        import requests
-
         from shared.api.signing_keys import SigningKeys, metadata_url
+        from shared.deadlines import SIGNING_KEYS_SECONDS, deadline_session
 
         self.settings = settings
-        self._session = session or requests.Session()
+        # Timeouts and the watchdog from the deadline machinery: a slow or trickling Entra is cut.
+        self._session = session or deadline_session(SIGNING_KEYS_SECONDS)
         self.keys = {
             tenant: SigningKeys(metadata_url(settings.authority_host, tenant), self._session)
             for tenant in settings.tenant_ids

@@ -40,6 +40,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -155,6 +157,31 @@ def held(lock: threading.Lock, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
+
+
+def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[Any]:
+    """`socket.getaddrinfo`, waited for no longer than `DNS_SECONDS` and the deadline allow.
+
+    The C resolver has no timeout of its own that we control (resolv.conf's: 5 s per attempt and
+    server, so 30 s and more), and cannot be interrupted, so the lookup runs on a small pool
+    and this waits for its answer only as long as allowed; a lookup left behind ends on its own.
+    Out of time: `DeadlineExceeded` when the deadline is what ran out, else `socket.gaierror`
+    `EAI_AGAIN` (a resolver that did not answer in time, like one that said "try again")."""
+    left = wait_seconds()
+    seconds = DNS_SECONDS if left is None else min(DNS_SECONDS, left)
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, **kwargs)
+    try:
+        return list(lookup.result(timeout=seconds))
+    except FutureTimeout:
+        if expired():
+            raise DeadlineExceeded(
+                "No time was left within the answer's deadline to resolve a host name",
+                retry_after=DEADLINE_RETRY_AFTER_SECONDS,
+            ) from None
+        raise socket.gaierror(socket.EAI_AGAIN, "the resolver did not answer in time") from None
 
 
 def _usable(budget: _Budget, final_write: bool) -> float:

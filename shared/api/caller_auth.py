@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 
 from shared.correlation import bind_caller_to_log_lines
-from shared.errors import InsufficientRole, InvalidCallerToken
+from shared.errors import ConfigurationError, InsufficientRole, InvalidCallerToken
 from shared.runtime import get_caller_settings
 from shared.settings import ENTRA, FUNCTION_KEY, CallerSettings, caller_auth_mode
 from shared.upgrade_requests.record import APPLICATION, USER, RequestedBy
@@ -107,6 +107,8 @@ def authenticate(req: func.HttpRequest, role: Role) -> Caller:
     settings = get_caller_settings()
     if settings.mode == FUNCTION_KEY:
         return Caller(RequestedBy(kind=APPLICATION, auth_method=FUNCTION_KEY), frozenset(Role))
+    if settings.mode != ENTRA:  # the settings loader refuses this already: fail closed here too
+        raise ConfigurationError(f"CALLER_AUTH must be one of {ENTRA}, {FUNCTION_KEY}")
     caller = authenticator_for(settings).caller(req)
     if role.value not in caller.roles:
         log.warning(
@@ -177,7 +179,7 @@ class CallerAuthenticator:
                 token,
                 key,
                 algorithms=["RS256"],
-                audience=list(self.settings.audiences),
+                audience=list(self.settings.audiences_for(tenant)),
                 issuer=issuers,
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iss", "aud", "tid", "oid"]},

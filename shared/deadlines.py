@@ -211,6 +211,13 @@ def claim_chain_seconds(partner_center_read_seconds: float, max_retry_after_seco
 
 
 class _Watch:
+    """The connections one call (one `bounded` block) is using; shut when its time is up.
+
+    A connection leaves the watch when it goes back to its pool (`release`) or when the call
+    ends (`finish`): from then on another call may be using it, and shutting it would cut that
+    call by a deadline that is not its own. The lock makes `fire` and `release` exclusive, so a
+    connection is never shut after its release returned."""
+
     def __init__(self) -> None:
         self.connections: list[Any] = []
         self.fired = False
@@ -219,19 +226,30 @@ class _Watch:
 
     def add(self, connection: Any) -> None:
         with self._lock:
-            self.connections.append(connection)
+            if connection not in self.connections:
+                self.connections.append(connection)
+            connection._deadline_watch = self
             fired = self.fired
         if fired:  # a retry after the time was up: do not even start it
             raise TimeoutError("the call's deadline has passed")
+
+    def release(self, connection: Any) -> None:
+        with self._lock:
+            if connection in self.connections:
+                self.connections.remove(connection)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+            self.connections.clear()
 
     def fire(self) -> None:
         with self._lock:
             if self.done:
                 return
             self.fired = True
-            connections = list(self.connections)
-        for connection in connections:
-            _shut(connection)
+            for connection in self.connections:
+                _shut(connection)  # under the lock: never after a concurrent release
 
 
 def _shut(connection: Any) -> None:
@@ -292,7 +310,7 @@ def bounded(seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        watch.done = True
+        watch.finish()
         _watching.watch = None
 
 
@@ -300,6 +318,14 @@ def _watch_connection(connection: Any) -> None:
     watch = getattr(_watching, "watch", None)
     if watch is not None:
         watch.add(connection)
+
+
+def _release_connection(connection: Any) -> None:
+    """The connection goes back to its pool: the watch of the call that used it lets it go."""
+    watch = getattr(connection, "_deadline_watch", None)
+    if watch is not None:
+        connection._deadline_watch = None
+        watch.release(connection)
 
 
 def _capped(timeout: Any, seconds: float) -> tuple[float, float]:
@@ -336,10 +362,18 @@ def deadline_session(
     class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
         pass
 
-    class WatchedHTTPPool(HTTPConnectionPool):
+    class ReleasingPool(HTTPConnectionPool):
+        """A connection going back to the pool leaves the watch of the call that used it."""
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:
+                _release_connection(conn)
+            super()._put_conn(conn)
+
+    class WatchedHTTPPool(ReleasingPool):
         ConnectionCls = WatchedHTTPConnection
 
-    class WatchedHTTPSPool(HTTPSConnectionPool):
+    class WatchedHTTPSPool(ReleasingPool, HTTPSConnectionPool):
         ConnectionCls = WatchedHTTPSConnection
 
     class DeadlineAdapter(HTTPAdapter):

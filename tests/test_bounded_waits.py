@@ -206,4 +206,3 @@ def test_a_callback_hosts_dns_lookup_is_bounded_by_the_deadline(
     assert reply.status == 503, reply.body
     assert reply.json()["type"].endswith("deadline-exceeded")
     assert int(reply.headers["retry-after"]) > 0
-

@@ -639,9 +639,7 @@ def test_a_withdrawn_key_is_refused_once_the_set_is_older_than_its_max_age(api: 
     assert eventually(lambda: api.eligibility(str(uuid.uuid4())).status == 401)
 
 
-def test_a_failed_periodic_refresh_is_retried_after_a_minute_not_after_the_max_age(
-    api: Api, sandbox, entra_env, clock
-):
+def test_a_failed_periodic_refresh_is_retried_after_a_minute_not_after_the_max_age(api: Api, sandbox, entra_env, clock):
     old_token = sandbox.caller_token()
     api.bearer = old_token
     assert api.eligibility(str(uuid.uuid4())).status == 200

@@ -21,8 +21,9 @@ change), and redirects are never followed. `CALLBACK_ALLOW_PRIVATE_NETWORKS=true
 address rules and allows `http`, for local development only.
 
 The lookup waits no longer than the answer's deadline allows (`DeadlineExceeded`, 503 at
-registration) and at most `DNS_SECONDS`. A host that does not resolve *now* is `CallbackHostUnresolved`: refused at registration (400), but
-retried like any other failure at delivery time (a temporary DNS failure is not final).
+registration) and at most `DNS_SECONDS`. A host that does not resolve *now* (or not within
+`DNS_SECONDS`) is `CallbackHostUnresolved`: refused at registration (400), but retried like any
+other failure at delivery time (a temporary DNS failure is not final).
 """
 
 from __future__ import annotations

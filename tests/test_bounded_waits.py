@@ -95,18 +95,24 @@ def eligibility_as(api: Api, token: str) -> Reply:
     ids=["slow-metadata", "trickling-metadata"],
 )
 def test_a_key_set_fetch_is_bounded_by_the_answers_deadline(
-    api: Api, sandbox: Sandbox, entra_callers, kind: str, params: dict[str, Any]
+    api: Api, sandbox: Sandbox, entra_callers, clock, kind: str, params: dict[str, Any]
 ):
     """Cold keys and an Entra metadata endpoint that hangs, or sends a byte every 0.2 s (each read
     gets its byte in time: only a total deadline stops it): the answer still comes within
-    HTTP_DEADLINE_SECONDS, a 503 that says to retry, and a later call with Entra back is served."""
+    HTTP_DEADLINE_SECONDS, a 503 that says to retry. The fetch itself is cut too (the watchdog),
+    so once Entra is back and a minute has passed, the next caller is served."""
     sandbox.faults.add("entra.openid_configuration", kind, **params)
     hold(HANG)
-    reply, elapsed = timed(lambda: eligibility_as(api, sandbox.caller_token()))
+    token = sandbox.caller_token()
+    reply, elapsed = timed(lambda: eligibility_as(api, token))
     assert elapsed < DEADLINE, f"answered after {elapsed:.1f} s"
     assert reply.status == 503, reply.body
     assert int(reply.headers["retry-after"]) > 0
     assert reply.json()["type"].endswith(("signing-keys-unavailable", "deadline-exceeded"))
+    clock[0] += signing_keys.MIN_REFRESH_SECONDS + 1
+    ends = time.monotonic() + signing_keys.REFRESH_SECONDS + DEADLINE
+    while (reply := eligibility_as(api, token)).status != 200:
+        assert time.monotonic() < ends, f"the cut fetch still holds the keys: {reply.status}"
 
 
 # --- lock acquisitions: the key set's ---

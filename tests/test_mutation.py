@@ -25,6 +25,11 @@ RULE_MODULES = {
     "shared/upgrade_requests/intake.py",
     "shared/upgrade_requests/store.py",  # releases the customer's lock when a request becomes final
     "shared/webhooks/callback_urls.py",
+    # signing keys, caller sign-in, deadlines
+    "shared/api/signing_keys.py",
+    "shared/api/caller_auth.py",
+    "shared/deadlines.py",
+    "shared/partner_center/tokens.py",
 }
 
 

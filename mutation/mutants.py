@@ -355,6 +355,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_bounded_waits.py::test_an_inline_post_behind_a_slow_token_chain_answers_within_its_deadline",),
     ),
     Mutant(
+        "runtime-build-lock-without-deadline",
+        "shared/runtime.py",
+        """        with held(_lock, "the app's clients to be built"):""",
+        "        with _lock:",
+        "a request waits for another thread building the app's clients no longer than its deadline",
+        ("tests/test_bounded_waits.py::test_a_request_waits_for_the_apps_clients_no_longer_than_its_deadline",),
+    ),
+    Mutant(
         "callback-dns-unbounded",
         CALLBACK_URLS,
         "        infos = getaddrinfo(host, port, type=socket.SOCK_STREAM)",

@@ -1,6 +1,7 @@
 """Every wait is bounded by the deadline of the answer or run it serves (issue 18): one test per
-kind of wait. Lock acquisitions (the signing-key set's, the Partner Center token chain's), DNS
-(a callback host), key-set fetches (Entra's metadata and JWKS, slow or trickling).
+kind of wait. Lock acquisitions (the signing-key set's, the Partner Center token chain's, the
+app's clients being built), DNS (a callback host), key-set fetches (Entra's metadata and JWKS,
+slow or trickling). The watchdog's own wait (a pooled connection) is in test_deadlines.py.
 
 The dependencies are slowed at the network edge: the sandbox's `delay` and `trickle` faults, and
 the operating system's resolver (`socket.getaddrinfo`) for DNS.
@@ -8,6 +9,7 @@ the operating system's resolver (`socket.getaddrinfo`) for DNS.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ from shared.runtime import reset_runtime
 
 from .conftest import Api, Reply
 from .test_caller_auth import attacker_signed, claims_for
+from .test_deadlines import StallingProxy, storage_proxy  # noqa: F401  (a fixture)
 from .test_requests import make_due, record, run_timer
 
 DEADLINE = 5
@@ -184,6 +187,39 @@ def test_an_inline_post_behind_a_slow_token_chain_answers_within_its_deadline(
     run_timer()
     assert record(body["requestId"]).state == "submitted"
     assert sandbox.submissions(customer_id) == 1
+
+
+# --- lock acquisitions: the app's clients, built once per instance ---
+
+
+def test_a_request_waits_for_the_apps_clients_no_longer_than_its_deadline(
+    api: Api, storage_proxy: StallingProxy, customer_id: str
+):
+    """The timer builds the app's clients (creating the table) while storage hangs; an HTTP
+    request arriving then waits for them no longer than its own deadline."""
+    from shared import runtime
+    from shared.deadlines import deadline
+
+    storage_proxy.stalled.set()
+
+    def build_as_the_timer_does() -> None:
+        with deadline(60), contextlib.suppress(Exception):
+            runtime.get_runtime()
+
+    builder = threading.Thread(target=build_as_the_timer_does)
+    builder.start()
+    ends = time.monotonic() + 5
+    while not runtime._lock.locked():  # observed, not changed: the builder is inside the table call
+        assert time.monotonic() < ends, "the builder never started"
+        time.sleep(0.01)
+    try:
+        reply, elapsed = timed(lambda: api.eligibility(customer_id))
+    finally:
+        storage_proxy.stalled.clear()
+        builder.join(timeout=30)
+    assert elapsed < DEADLINE, f"answered after {elapsed:.1f} s"
+    assert reply.status == 503, reply.body
+    assert reply.json()["type"].endswith("deadline-exceeded")
 
 
 # --- DNS ---

@@ -30,6 +30,7 @@ RULE_MODULES = {
     "shared/api/caller_auth.py",
     "shared/deadlines.py",
     "shared/partner_center/tokens.py",
+    "shared/runtime.py",
 }
 
 

@@ -193,7 +193,9 @@ def test_an_inline_post_behind_a_slow_token_chain_answers_within_its_deadline(
 
 
 def test_a_request_waits_for_the_apps_clients_no_longer_than_its_deadline(
-    api: Api, storage_proxy: StallingProxy, customer_id: str
+    api: Api,
+    storage_proxy: StallingProxy,  # noqa: F811  (the fixture imported above)
+    customer_id: str,
 ):
     """The timer builds the app's clients (creating the table) while storage hangs; an HTTP
     request arriving then waits for them no longer than its own deadline."""

@@ -16,6 +16,8 @@ runs on a library default timeout.
 | Table Storage operation (`TableClient`)         | `STORAGE_SECONDS` = 5 s       | 2 (`retry_total=1`) |
 | Partner Center call (`PartnerCenterClient`)     | 3.05 s + `PARTNER_CENTER_TIMEOUT_SECONDS` | 3 (*)   |
 | callback delivery, whole (connect, TLS, send, answer) | `CALLBACK_SECONDS` = 10 s | 1 per run (retried by the timer) |
+| Entra signing keys, each of 2 reads (caller sign-in) | `SIGNING_KEYS_SECONDS` = 5 s | 1 a minute at most |
+| DNS lookup of a callback host (`getaddrinfo` below) | `DNS_SECONDS` = 5 s            | 1                   |
 
 (*) 429/503 retried with Retry-After <= `PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS` and <= half the
 time left; one more connect attempt. The whole call, retries included, is held to
@@ -27,6 +29,10 @@ send the answer, so that when the other services hang there is still time to sto
 request's durable state and answer with it (`202` + `Retry-After`, state `pending` or
 `submitting`). A call with too little time left is not started: `DeadlineExceeded` (503 +
 Retry-After; the stored request is unaffected).
+
+Waits are bounded the same way, not only calls: a wait for a lock another thread holds across a
+call (`held`), for another thread's fetch, or for a name lookup (`getaddrinfo`) lasts at most
+`wait_seconds()`, then `DeadlineExceeded` (docs/deadlines.md, "Every wait is bounded").
 
 The longest chain of calls one claim may make (`claim_chain_seconds`) is what a lease must
 outlast, so `REQUEST_LEASE_SECONDS` is checked against it at startup (`shared.settings`).

@@ -306,6 +306,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_bounded_waits.py::test_an_unknown_kid_refresh_never_makes_a_known_kid_wait",),
     ),
     Mutant(
+        "signing-keys-no-single-flight",
+        "shared/api/signing_keys.py",
+        "            flight = self._flight\n",
+        "            flight = None\n",
+        "callers arriving during a refresh wait for it (one read), not refused or reading again",
+        ("tests/test_bounded_waits.py::test_cold_callers_arriving_together_share_one_key_set_read",),
+    ),
+    Mutant(
         "signing-keys-plain-session",
         "shared/api/caller_auth.py",
         "self._session = session or deadline_session(SIGNING_KEYS_SECONDS)",

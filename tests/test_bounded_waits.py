@@ -154,6 +154,23 @@ def test_an_unknown_kid_refresh_never_makes_a_known_kid_wait(api: Api, sandbox: 
     )
 
 
+def test_cold_callers_arriving_together_share_one_key_set_read(api: Api, sandbox: Sandbox, entra_callers):
+    """Single flight: callers that arrive while the first read of the keys is under way wait for
+    that read (within their deadlines) and are served by it; Entra is asked once."""
+    sandbox.faults.add("entra.openid_configuration", "delay", seconds=1.0)
+    token = sandbox.caller_token()
+    replies: list[Reply] = []
+    threads = [threading.Thread(target=lambda: replies.append(eligibility_as(api, token))) for _ in range(4)]
+    threads[0].start()
+    wait_until_taken(sandbox)
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=DEADLINE + 2)
+    assert [reply.status for reply in replies] == [200] * 4
+    assert len(sandbox.calls("entra", "jwks")) == 1  # (MSAL reads the metadata too, never the key set)
+
+
 # --- lock acquisitions: the Partner Center token chain's ---
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from shared.deadlines import SIGNING_KEYS_SECONDS, deadline, wait_seconds
+from shared.deadlines import DEADLINE_RETRY_AFTER_SECONDS, SIGNING_KEYS_SECONDS, deadline, wait_seconds
 from shared.errors import DeadlineExceeded, SigningKeysUnavailable
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class SigningKeys:
         left = wait_seconds()
         if not flight.wait(REFRESH_SECONDS if left is None else left):
             raise DeadlineExceeded(
-                "Microsoft Entra ID signing keys were not read within the answer's deadline", retry_after=30
+                "Microsoft Entra ID signing keys were not read within the answer's deadline",
+                retry_after=DEADLINE_RETRY_AFTER_SECONDS,
             )
 
     def _refresh(self, flight: threading.Event, started: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from . import partner_center
@@ -30,6 +31,8 @@ class Channel(Protocol):
     def send(self, response: Response) -> None: ...
 
     def reset(self) -> None: ...
+
+    def trickle(self, response: Response, seconds_per_byte: float, wait: Callable[[float], bool]) -> None: ...
 
 
 class Dispatcher:
@@ -101,6 +104,8 @@ class Dispatcher:
         elif fault is not None and fault.kind == "process_without_location":
             response.headers.pop("Location", None)
             channel.send(response)
+        elif fault is not None and fault.kind == "trickle":
+            channel.trickle(response, fault.seconds, state.wait)
         elif fault is not None and fault.kind == "process_then_hang":
             if state.wait(fault.seconds):
                 channel.reset()

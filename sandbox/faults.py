@@ -7,7 +7,9 @@ arrived (``process_then_hang`` / ``process_then_reset``). Two more make the life
 deterministic: ``land_late`` drops the connection unanswered and parks the request, which takes
 effect only when the test calls ``Sandbox.land_late()`` (a create that lands after the client gave
 up, at a moment the test chooses); ``process_without_location`` processes the call and answers
-without its ``Location`` header (a 202 the client cannot read an upgrade id from). Queued faults
+without its ``Location`` header (a 202 the client cannot read an upgrade id from); ``trickle``
+answers at once but sends the answer one byte every ``seconds`` (a per-read timeout never fires,
+only a total deadline stops it). Queued faults
 are consumed in the order they were added; a random mode supports chaos tests.
 """
 
@@ -29,6 +31,7 @@ KINDS = (
     "process_then_reset",
     "land_late",
     "process_without_location",
+    "trickle",
 )
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "status": {"status": 503},
@@ -38,6 +41,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "process_then_reset": {},
     "land_late": {},
     "process_without_location": {},
+    "trickle": {"seconds": 1.0},
 }
 
 
@@ -64,7 +68,13 @@ class FaultAction:
     @property
     def processes_request(self) -> bool:
         """Whether the service handles the request (and changes state) despite the fault."""
-        return self.kind in ("delay", "process_then_hang", "process_then_reset", "process_without_location")
+        return self.kind in (
+            "delay",
+            "process_then_hang",
+            "process_then_reset",
+            "process_without_location",
+            "trickle",
+        )
 
 
 @dataclass
@@ -104,7 +114,8 @@ class Faults:
         "upgrade_status", "token", "get_secret", "set_secret", ...), ``"*"`` for any call, or
         ``"service.operation"`` / ``"service.*"`` to pick one service (e.g. "managed_identity.token").
         Params: ``status`` and ``retry_after`` (+ optional ``code``/``description`` for the
-        body) for "status"; ``seconds`` for "delay" and "process_then_hang".
+        body) for "status"; ``seconds`` for "delay" and "process_then_hang", and between two
+        bytes for "trickle".
         """
         if count < 1:
             raise ValueError("count must be at least 1")

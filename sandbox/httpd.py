@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.flush_headers()
         except OSError:
             self.close_connection = True  # the client went away (e.g. it timed out)
+
+    def trickle(self, response: Response, seconds_per_byte: float, wait: Callable[[float], bool]) -> None:
+        """Send the whole answer one byte every `seconds_per_byte` (a server that is alive but
+        slow: each read gets a byte in time, so only a total deadline stops the client)."""
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]  # BaseHTTPRequestHandler's private buffer
+        buffer.append(b"\r\n")
+        data = b"".join(buffer) + (response.body if self.command != "HEAD" else b"")
+        buffer.clear()
+        try:
+            for index in range(len(data)):
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                if wait(seconds_per_byte):  # True: the sandbox is stopping
+                    break
+        except OSError:
+            pass  # the client gave up
+        self.close_connection = True
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST and no HTTP response."""

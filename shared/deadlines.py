@@ -16,6 +16,8 @@ runs on a library default timeout.
 | Table Storage operation (`TableClient`)         | `STORAGE_SECONDS` = 5 s       | 2 (`retry_total=1`) |
 | Partner Center call (`PartnerCenterClient`)     | 3.05 s + `PARTNER_CENTER_TIMEOUT_SECONDS` | 3 (*)   |
 | callback delivery, whole (connect, TLS, send, answer) | `CALLBACK_SECONDS` = 10 s | 1 per run (retried by the timer) |
+| Entra signing keys, each of 2 reads (caller sign-in) | `SIGNING_KEYS_SECONDS` = 5 s | 1 a minute at most |
+| DNS lookup of a callback host (`getaddrinfo` below) | `DNS_SECONDS` = 5 s            | 1                   |
 
 (*) 429/503 retried with Retry-After <= `PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS` and <= half the
 time left; one more connect attempt. The whole call, retries included, is held to
@@ -27,6 +29,10 @@ send the answer, so that when the other services hang there is still time to sto
 request's durable state and answer with it (`202` + `Retry-After`, state `pending` or
 `submitting`). A call with too little time left is not started: `DeadlineExceeded` (503 +
 Retry-After; the stored request is unaffected).
+
+Waits are bounded the same way, not only calls: a wait for a lock another thread holds across a
+call (`held`), for another thread's fetch, or for a name lookup (`getaddrinfo`) lasts at most
+`wait_seconds()`, then `DeadlineExceeded` (docs/deadlines.md, "Every wait is bounded").
 
 The longest chain of calls one claim may make (`claim_chain_seconds`) is what a lease must
 outlast, so `REQUEST_LEASE_SECONDS` is checked against it at startup (`shared.settings`).
@@ -40,6 +46,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -57,6 +65,8 @@ IDENTITY_SECONDS = 5.0
 ENTRA_SECONDS = 10.0
 STORAGE_SECONDS = 5.0
 CALLBACK_SECONDS = 10.0
+SIGNING_KEYS_SECONDS = 5.0  # each of the two reads of Entra's signing keys (metadata, key set)
+DNS_SECONDS = 5.0  # one name lookup (a callback host)
 AZURE_RETRY_TOTAL = 1  # azure-core's default is 3 retries of up to 300 s each
 RESERVE_SECONDS = 10.0  # kept back for the final durable writes of an answer
 RESERVE_SHARE = 0.3
@@ -129,6 +139,57 @@ def expired(*, final_write: bool = False) -> bool:
     return _usable(budget, final_write) < MIN_CALL_SECONDS
 
 
+def wait_seconds(*, final_write: bool = False) -> float | None:
+    """How long a wait (for a lock, for another thread's fetch) may last now: the time left less
+    what every call keeps back; 0 when nothing is left; None outside any deadline."""
+    budget = _current.get()
+    if budget is None:
+        return None
+    return max(0.0, _usable(budget, final_write))
+
+
+@contextmanager
+def held(lock: threading.Lock, what: str) -> Iterator[None]:
+    """Hold `lock`, waiting for it no longer than the deadline allows (`wait_seconds`): a lock
+    held by a slow call of another thread must not keep this answer past its deadline. Not free
+    in time: `DeadlineExceeded`, as for a call that could not be started."""
+    left = wait_seconds()
+    if not lock.acquire(timeout=-1 if left is None else left):
+        raise DeadlineExceeded(
+            f"No time was left within the answer's deadline to wait for {what}",
+            retry_after=DEADLINE_RETRY_AFTER_SECONDS,
+        )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
+
+
+def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[Any]:
+    """`socket.getaddrinfo`, waited for no longer than `DNS_SECONDS` and the deadline allow.
+
+    The C resolver has no timeout of its own that we control (resolv.conf's: 5 s per attempt and
+    server, so 30 s and more), and cannot be interrupted, so the lookup runs on a small pool
+    and this waits for its answer only as long as allowed; a lookup left behind ends on its own.
+    Out of time: `DeadlineExceeded` when the deadline is what ran out, else `socket.gaierror`
+    `EAI_AGAIN` (a resolver that did not answer in time, like one that said "try again")."""
+    left = wait_seconds()
+    seconds = DNS_SECONDS if left is None else min(DNS_SECONDS, left)
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, **kwargs)
+    try:
+        return list(lookup.result(timeout=seconds))
+    except FutureTimeout:
+        if expired():
+            raise DeadlineExceeded(
+                "No time was left within the answer's deadline to resolve a host name",
+                retry_after=DEADLINE_RETRY_AFTER_SECONDS,
+            ) from None
+        raise socket.gaierror(socket.EAI_AGAIN, "the resolver did not answer in time") from None
+
+
 def _usable(budget: _Budget, final_write: bool) -> float:
     kept = budget.margin if final_write else max(budget.reserve, budget.margin)
     return budget.ends_at - time.monotonic() - kept
@@ -156,6 +217,13 @@ def claim_chain_seconds(partner_center_read_seconds: float, max_retry_after_seco
 
 
 class _Watch:
+    """The connections one call (one `bounded` block) is using; shut when its time is up.
+
+    A connection leaves the watch when it goes back to its pool (`release`) or when the call
+    ends (`finish`): from then on another call may be using it, and shutting it would cut that
+    call by a deadline that is not its own. The lock makes `fire` and `release` exclusive, so a
+    connection is never shut after its release returned."""
+
     def __init__(self) -> None:
         self.connections: list[Any] = []
         self.fired = False
@@ -164,19 +232,30 @@ class _Watch:
 
     def add(self, connection: Any) -> None:
         with self._lock:
-            self.connections.append(connection)
+            if connection not in self.connections:
+                self.connections.append(connection)
+            connection._deadline_watch = self
             fired = self.fired
         if fired:  # a retry after the time was up: do not even start it
             raise TimeoutError("the call's deadline has passed")
+
+    def release(self, connection: Any) -> None:
+        with self._lock:
+            if connection in self.connections:
+                self.connections.remove(connection)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+            self.connections.clear()
 
     def fire(self) -> None:
         with self._lock:
             if self.done:
                 return
             self.fired = True
-            connections = list(self.connections)
-        for connection in connections:
-            _shut(connection)
+            for connection in self.connections:
+                _shut(connection)  # under the lock: never after a concurrent release
 
 
 def _shut(connection: Any) -> None:
@@ -237,7 +316,7 @@ def bounded(seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        watch.done = True
+        watch.finish()
         _watching.watch = None
 
 
@@ -245,6 +324,14 @@ def _watch_connection(connection: Any) -> None:
     watch = getattr(_watching, "watch", None)
     if watch is not None:
         watch.add(connection)
+
+
+def _release_connection(connection: Any) -> None:
+    """The connection goes back to its pool: the watch of the call that used it lets it go."""
+    watch = getattr(connection, "_deadline_watch", None)
+    if watch is not None:
+        connection._deadline_watch = None
+        watch.release(connection)
 
 
 def _capped(timeout: Any, seconds: float) -> tuple[float, float]:
@@ -281,10 +368,18 @@ def deadline_session(
     class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
         pass
 
-    class WatchedHTTPPool(HTTPConnectionPool):
+    class ReleasingPool(HTTPConnectionPool):
+        """A connection going back to the pool leaves the watch of the call that used it."""
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:
+                _release_connection(conn)
+            super()._put_conn(conn)
+
+    class WatchedHTTPPool(ReleasingPool):
         ConnectionCls = WatchedHTTPConnection
 
-    class WatchedHTTPSPool(HTTPSConnectionPool):
+    class WatchedHTTPSPool(ReleasingPool, HTTPSConnectionPool):
         ConnectionCls = WatchedHTTPSConnection
 
     class DeadlineAdapter(HTTPAdapter):

@@ -13,7 +13,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from shared.deadlines import ENTRA_SECONDS, deadline_session
+from shared.deadlines import ENTRA_SECONDS, deadline_session, held
 from shared.identifiers import new_guid
 from shared.partner_center.client import PartnerCenterClient
 from shared.partner_center.exactly_once import UpgradeService
@@ -42,7 +42,8 @@ class Runtime:
 _settings: Settings | None = None
 _caller_settings: CallerSettings | None = None
 _runtime: Runtime | None = None
-_lock = threading.Lock()
+_settings_lock = threading.Lock()  # reading settings: no network, held an instant
+_lock = threading.Lock()  # building the clients: a storage call, so waited for with the deadline
 
 
 def get_settings() -> Settings:
@@ -50,7 +51,7 @@ def get_settings() -> Settings:
     request before any storage or Key Vault client exists."""
     global _settings
     if _settings is None:
-        with _lock:
+        with _settings_lock:
             if _settings is None:
                 _settings = load_settings()
     return _settings
@@ -61,7 +62,7 @@ def get_caller_settings() -> CallerSettings:
     refused (or a bad CALLER_AUTH reported) before any other setting or client is touched."""
     global _caller_settings
     if _caller_settings is None:
-        with _lock:
+        with _settings_lock:
             if _caller_settings is None:
                 _caller_settings = load_caller_settings()
     return _caller_settings
@@ -72,7 +73,9 @@ def get_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = get_settings()
-        with _lock:
+        # Building creates the table (a storage call): another thread building it (the timer,
+        # on a longer deadline) is waited for no longer than this caller's deadline allows.
+        with held(_lock, "the app's clients to be built"):
             if _runtime is None:
                 _runtime = build_runtime(settings)
     return _runtime
@@ -81,7 +84,7 @@ def get_runtime() -> Runtime:
 def reset_runtime() -> None:
     """Forget the shared runtime so the next call re-reads settings (tests, local runner reloads)."""
     global _runtime, _settings, _caller_settings
-    with _lock:
+    with _lock, _settings_lock:
         _runtime = None
         _settings = None
         _caller_settings = None

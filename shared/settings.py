@@ -141,7 +141,9 @@ CALLER_AUDIENCES = Setting(
 CALLER_TENANT_IDS = Setting(
     "CALLER_TENANT_IDS",
     "",
-    "With `entra`: comma-separated tenant GUIDs whose tokens are accepted (empty: `PARTNER_TENANT_ID`).",
+    "With `entra`: comma-separated tenant GUIDs whose tokens are accepted (empty: `PARTNER_TENANT_ID`); "
+    "the first is the API registration's own tenant, the only one whose tokens may carry an Application ID URI "
+    "audience (others must carry the client id).",
 )
 
 ALL_SETTINGS: tuple[Setting, ...] = (
@@ -446,6 +448,16 @@ class CallerSettings:
     audiences: tuple[str, ...]
     tenant_ids: tuple[str, ...]
     authority_host: str
+
+    def audiences_for(self, tenant_id: str) -> tuple[str, ...]:
+        """The audiences a token issued by `tenant_id` may carry. An Application ID URI
+        (`api://...`) is unique only inside one tenant: another allowed tenant could register a
+        look-alike app with the same URI and mint tokens for it. So a URI counts only for the
+        tenant of the API's registration, the first of `CALLER_TENANT_IDS`; from any other tenant
+        only a client id (a GUID, unique across tenants) identifies our registration."""
+        if self.tenant_ids and tenant_id == self.tenant_ids[0]:
+            return self.audiences
+        return tuple(audience for audience in self.audiences if is_guid(audience))
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -593,3 +593,150 @@ def test_client_credentials_from_the_sandbox_token_endpoint(api: Api, sandbox, e
     assert requested_by["kind"] == "application"
     assert requested_by["appId"] == sandbox.app_id
     assert requested_by["authMethod"] == "entra"
+
+
+# --- issue 18: one registration's audience; issue 22: tests that pin the key cache and checks ---
+
+
+def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether `check` holds within `seconds` (a refresh in the background ends on its own time)."""
+    ends = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() >= ends:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_an_application_id_uri_audience_counts_only_in_the_registrations_own_tenant(
+    api: Api, sandbox, entra_env, monkeypatch, customer_id
+):
+    """An Application ID URI (`api://...`) is unique only inside one tenant: a look-alike app
+    registered in another allowed tenant with the same URI gets tokens with that `aud`. Such a
+    token is refused; the client id (a GUID, unique across tenants) is accepted from any allowed
+    tenant. The registration's tenant is the first of CALLER_TENANT_IDS."""
+    home, client_id = str(uuid.uuid4()), str(uuid.uuid4())
+    monkeypatch.setenv("CALLER_TENANT_IDS", f"{home},{sandbox.tenant_id}")  # the sandbox is the other tenant
+    monkeypatch.setenv("CALLER_AUDIENCES", f"api://csp-upgrades,{client_id}")
+    reset_runtime()
+    api.bearer = sandbox.caller_token(audience="api://csp-upgrades")  # the look-alike's token
+    reply = api.eligibility(customer_id)
+    assert reply.status == 401, reply.body
+    assert "another audience" in reply.json()["detail"]
+    api.bearer = sandbox.caller_token(audience=client_id)  # our registration, by its client id
+    assert api.eligibility(customer_id).status == 200
+
+
+def test_a_withdrawn_key_is_refused_once_the_set_is_older_than_its_max_age(api: Api, sandbox, entra_env, clock):
+    """Only the max-age refresh can notice a withdrawn key that is still known: no unknown kid here."""
+    old_token = sandbox.caller_token()
+    api.bearer = old_token
+    assert api.eligibility(str(uuid.uuid4())).status == 200
+    sandbox.rotate_signing_keys(retire_old=True)
+    clock[0] += signing_keys.MIN_REFRESH_SECONDS + 1
+    assert api.eligibility(str(uuid.uuid4())).status == 200  # younger than the max age: still held
+    clock[0] += signing_keys.MAX_AGE_SECONDS
+    assert eventually(lambda: api.eligibility(str(uuid.uuid4())).status == 401)
+
+
+def test_a_failed_periodic_refresh_is_retried_after_a_minute_not_after_the_max_age(api: Api, sandbox, entra_env, clock):
+    old_token = sandbox.caller_token()
+    api.bearer = old_token
+    assert api.eligibility(str(uuid.uuid4())).status == 200
+    sandbox.rotate_signing_keys(retire_old=True)
+    sandbox.faults.add("entra.jwks", "status", status=500)  # the periodic refresh fails
+    jwks = len(sandbox.calls("entra", "jwks"))
+    clock[0] += signing_keys.MAX_AGE_SECONDS + 1
+    assert eventually(lambda: api.eligibility(str(uuid.uuid4())).status == 200 and not sandbox.faults.pending())
+    assert sandbox.wait_for_calls(jwks + 1, "entra", "jwks")
+    clock[0] += signing_keys.MIN_REFRESH_SECONDS + 1  # a minute later, Entra answers again
+    assert eventually(lambda: api.eligibility(str(uuid.uuid4())).status == 401)
+
+
+def test_an_entra_outage_is_asked_once_a_minute_not_on_every_request(api: Api, sandbox, entra_env, clock):
+    sandbox.faults.add("entra.jwks", "status", count=100, status=500)
+    api.bearer = sandbox.caller_token()
+    for _ in range(5):
+        assert api.eligibility(str(uuid.uuid4())).status == 503
+    assert len(sandbox.calls("entra", "jwks")) == 1
+    clock[0] += signing_keys.MIN_REFRESH_SECONDS + 1
+    assert api.eligibility(str(uuid.uuid4())).status == 503
+    assert len(sandbox.calls("entra", "jwks")) == 2
+
+
+class PlainHttpKeys:
+    """A plain-http server publishing the sandbox's real key set (what a tampered metadata
+    document could point to)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps(jwks).encode()
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/keys"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_key_set_at_a_plain_http_jwks_uri_is_never_read(api: Api, sandbox, entra_env):
+    keys = PlainHttpKeys({"keys": [sandbox.current_signing_key.public_jwk()]})
+    try:
+        metadata = {"issuer": f"{sandbox.base_url}/{sandbox.tenant_id}/v2.0", "jwks_uri": keys.url}
+        sandbox.faults.add("entra.openid_configuration", "status", status=200, body=metadata)
+        api.bearer = sandbox.caller_token()
+        reply = api.eligibility(str(uuid.uuid4()))
+    finally:
+        keys.close()
+    assert reply.status == 503, reply.body
+    assert reply.json()["type"].endswith("signing-keys-unavailable")
+    assert keys.requests == 0
+
+
+def test_an_encryption_key_is_not_a_signing_key(api: Api, sandbox, entra_env):
+    published = {**sandbox.current_signing_key.public_jwk(), "use": "enc"}
+    sandbox.faults.add("entra.jwks", "status", status=200, body={"keys": [published]})
+    api.bearer = sandbox.caller_token()
+    reply = api.eligibility(str(uuid.uuid4()))
+    assert reply.status == 401, reply.body
+    assert "current Microsoft Entra ID key" in reply.json()["detail"]
+
+
+def test_a_token_not_signed_rs256_is_refused_by_name_before_any_key_is_read(api: Api, sandbox, entra_env):
+    api.bearer = _signed_by_real_key(sandbox, claims_for(sandbox), "RS512")
+    reply = api.eligibility(str(uuid.uuid4()))
+    assert reply.status == 401
+    assert reply.json()["detail"] == "Only RS256-signed tokens are accepted"
+    assert sandbox.calls("entra") == []
+
+
+def test_an_unknown_caller_auth_mode_fails_closed_at_the_authentication_layer(sandbox, monkeypatch):
+    """The settings loader never lets an unknown mode through; if it ever did, `authenticate`
+    must still refuse, not treat "not entra" as a function key."""
+    import azure.functions as func
+
+    from shared.errors import ConfigurationError
+    from shared.settings import CallerSettings
+
+    odd = CallerSettings(mode="none", audiences=(), tenant_ids=(), authority_host=sandbox.base_url)
+    monkeypatch.setattr(caller_auth, "get_caller_settings", lambda: odd)
+    request = func.HttpRequest(method="GET", url="https://app/api/x", headers={}, body=b"")
+    with pytest.raises(ConfigurationError):
+        caller_auth.authenticate(request, caller_auth.Role.READ)

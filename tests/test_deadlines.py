@@ -349,3 +349,60 @@ def test_a_timer_step_whose_result_cannot_be_saved_in_time_is_left_for_the_next_
     run_timer()
     assert record(request_id).state == "submitted"
     assert sandbox.submissions(customer_id) == 1
+
+
+class KeepAliveServer:
+    """Loopback HTTP/1.1 with keep-alive: `/fast` answers at once, `/slow` after `slow_seconds`."""
+
+    def __init__(self, slow_seconds: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path == "/slow":
+                    time.sleep(slow_seconds)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_watch_never_shuts_a_connection_that_went_back_to_the_pool():
+    """A call's watchdog fires while the connection it watched is back in the pool and another
+    thread's call is using it: that call must not be cut by a deadline that is not its own."""
+    from shared.deadlines import bounded, deadline_session
+
+    server = KeepAliveServer(slow_seconds=1.0)
+    session = deadline_session(5.0)
+    outcomes: list[object] = []
+
+    def next_call_on_the_pooled_connection() -> None:
+        try:
+            outcomes.append(session.get(server.url + "/slow").status_code)
+        except Exception as error:  # the connection shut under it
+            outcomes.append(type(error).__name__)
+
+    try:
+        with bounded(0.3):  # this thread's watch, due while the other call runs
+            assert session.get(server.url + "/fast").status_code == 200  # its connection is pooled again
+            other = threading.Thread(target=next_call_on_the_pooled_connection)
+            other.start()
+            other.join(timeout=10)
+    finally:
+        session.close()
+        server.close()
+    assert outcomes == [200]

@@ -27,6 +27,12 @@ RULE_MODULES = {
     "shared/upgrade_requests/store/listing.py",  # each request once, under its own state
     "shared/upgrade_requests/store/retention.py",  # deletes only what it should, with its key
     "shared/webhooks/callback_urls.py",
+    # signing keys, caller sign-in, deadlines
+    "shared/api/signing_keys.py",
+    "shared/api/caller_auth.py",
+    "shared/deadlines.py",
+    "shared/partner_center/tokens.py",
+    "shared/runtime.py",
 }
 
 

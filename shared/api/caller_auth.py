@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 
 from shared.correlation import bind_caller_to_log_lines
-from shared.errors import InsufficientRole, InvalidCallerToken
+from shared.errors import ConfigurationError, InsufficientRole, InvalidCallerToken
 from shared.runtime import get_caller_settings
 from shared.settings import ENTRA, FUNCTION_KEY, CallerSettings, caller_auth_mode
 from shared.upgrade_requests.record import APPLICATION, USER, RequestedBy
@@ -107,6 +107,8 @@ def authenticate(req: func.HttpRequest, role: Role) -> Caller:
     settings = get_caller_settings()
     if settings.mode == FUNCTION_KEY:
         return Caller(RequestedBy(kind=APPLICATION, auth_method=FUNCTION_KEY), frozenset(Role))
+    if settings.mode != ENTRA:  # the settings loader refuses this already: fail closed here too
+        raise ConfigurationError(f"CALLER_AUTH must be one of {ENTRA}, {FUNCTION_KEY}")
     caller = authenticator_for(settings).caller(req)
     if role.value not in caller.roles:
         log.warning(
@@ -142,12 +144,12 @@ class CallerAuthenticator:
     """Validates bearer tokens for one `CallerSettings`; holds each tenant's signing keys."""
 
     def __init__(self, settings: CallerSettings, session: requests.Session | None = None) -> None:
-        import requests
-
         from shared.api.signing_keys import SigningKeys, metadata_url
+        from shared.deadlines import SIGNING_KEYS_SECONDS, deadline_session
 
         self.settings = settings
-        self._session = session or requests.Session()
+        # Timeouts and the watchdog from the deadline machinery: a slow or trickling Entra is cut.
+        self._session = session or deadline_session(SIGNING_KEYS_SECONDS)
         self.keys = {
             tenant: SigningKeys(metadata_url(settings.authority_host, tenant), self._session)
             for tenant in settings.tenant_ids
@@ -177,7 +179,7 @@ class CallerAuthenticator:
                 token,
                 key,
                 algorithms=["RS256"],
-                audience=list(self.settings.audiences),
+                audience=list(self.settings.audiences_for(tenant)),
                 issuer=issuers,
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iss", "aud", "tid", "oid"]},

@@ -1,10 +1,19 @@
 """Entra's token signing keys for one tenant, as its OpenID metadata lists them.
 
 `{authority host}/{tenant}/v2.0/.well-known/openid-configuration` names the `jwks_uri`; the key
-set there is parsed by PyJWT (`PyJWK`). Keys are cached; an unknown `kid` (Entra rolled its keys)
-triggers a refresh, but at most one per `min_refresh_seconds`, so a flood of tokens with made-up
-`kid`s costs Entra one request, not one per token. The whole set is also refreshed after
-`max_age_seconds` even when every `kid` is known, so a key Entra withdrew stops being accepted.
+set there is parsed by PyJWT (`PyJWK`). Keys are cached. A refresh is due when the set is older
+than `max_age_seconds` (so a key Entra withdrew stops being accepted), when an unknown `kid`
+shows up (Entra rolled its keys), or when the last refresh failed; but at most one refresh starts
+per `min_refresh_seconds`, whatever the reason and whether it succeeded or not, so a flood of
+tokens with made-up `kid`s, or an Entra outage, costs Entra one request a minute.
+
+Waits (issue 18): the cache's lock guards only its fields and is never held across the network.
+A refresh runs on its own thread under its own deadline (`REFRESH_SECONDS`, each read held to
+`SIGNING_KEYS_SECONDS` by a `deadline_session`: timeouts and the watchdog, so a trickling
+endpoint is cut too), one at a time (single flight). A caller whose `kid` is known never waits
+for it: an aged set is refreshed in the background while its keys keep serving. A caller that
+needs the refresh (cold cache, unknown `kid`) waits for it no longer than its own answer's
+deadline allows (`DeadlineExceeded` then).
 """
 
 from __future__ import annotations
@@ -19,13 +28,14 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from shared.errors import SigningKeysUnavailable
+from shared.deadlines import DEADLINE_RETRY_AFTER_SECONDS, SIGNING_KEYS_SECONDS, deadline, wait_seconds
+from shared.errors import DeadlineExceeded, SigningKeysUnavailable
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT_SECONDS = 5
-MIN_REFRESH_SECONDS = 60.0  # unknown kids: at most one refresh per minute per tenant
+MIN_REFRESH_SECONDS = 60.0  # at most one refresh per minute per tenant (unknown kids, failures)
 MAX_AGE_SECONDS = 6 * 3600.0
+REFRESH_SECONDS = 2 * SIGNING_KEYS_SECONDS + 1.0  # one refresh: the metadata and the key set
 
 
 def _monotonic() -> float:
@@ -55,43 +65,90 @@ class SigningKeys:
         self._max_age = max_age_seconds
         self._clock = clock or _monotonic
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
+        self._loaded_at: float | None = None  # when the keys held were read
+        self._attempted_at: float | None = None  # when the last refresh started, success or not
         self._failed = False
-        self._lock = threading.Lock()
-        self.fetches = 0  # key set downloads so far (for tests and the benchmark)
+        self._flight: threading.Event | None = None  # set when the refresh in flight ends
+        self._lock = threading.Lock()  # guards the fields above; never held across the network
+        self.fetches = 0  # refreshes started so far (for tests and the benchmark)
 
     def key(self, kid: str) -> jwt.PyJWK | None:
+        """The key named `kid`, or None; `SigningKeysUnavailable` when no key could be read, and
+        `DeadlineExceeded` when a needed refresh did not end within the answer's deadline."""
         with self._lock:
-            now = self._clock()
-            if self._fetched_at is None or now - self._fetched_at >= self._max_age:
-                self._refresh(now)
-            elif kid not in self._keys and now - self._fetched_at >= self._min_refresh:
-                log.info("caller_auth.signing_keys_refresh reason=unknown_kid")
-                self._refresh(now)
+            known = self._keys.get(kid)
+            flight = self._flight
+            if flight is None and self._due(kid, self._clock()):
+                flight = self._start()
+        if known is not None:
+            return known  # a known kid never waits on the network
+        if flight is not None:
+            self._wait_for(flight)
+        with self._lock:
             if not self._keys and self._failed:
                 raise SigningKeysUnavailable("Microsoft Entra ID signing keys could not be read")
             return self._keys.get(kid)
 
-    def _refresh(self, now: float) -> None:
-        self._fetched_at = now  # also on failure: a broken Entra is not asked on every request
+    def _due(self, kid: str, now: float) -> bool:
+        """Whether a refresh should start now (called under the lock, none in flight)."""
+        if self._attempted_at is None:
+            return True
+        if now - self._attempted_at < self._min_refresh:
+            return False  # throttled: one refresh per interval, whatever the reason
+        if self._loaded_at is None or now - self._loaded_at >= self._max_age:
+            return True  # aged out, or the last refresh failed: retry now, not after max age
+        if kid not in self._keys:
+            log.info("caller_auth.signing_keys_refresh reason=unknown_kid")
+            return True
+        return False
+
+    def _start(self) -> threading.Event:
+        """Start the one refresh (under the lock): stamped now, even if it fails."""
+        started = self._clock()
+        self._attempted_at = started
         self.fetches += 1
+        flight = self._flight = threading.Event()
+        threading.Thread(target=self._refresh, args=(flight, started), name="signing-keys", daemon=True).start()
+        return flight
+
+    @staticmethod
+    def _wait_for(flight: threading.Event) -> None:
+        left = wait_seconds()
+        if not flight.wait(REFRESH_SECONDS if left is None else left):
+            raise DeadlineExceeded(
+                "Microsoft Entra ID signing keys were not read within the answer's deadline",
+                retry_after=DEADLINE_RETRY_AFTER_SECONDS,
+            )
+
+    def _refresh(self, flight: threading.Event, started: float) -> None:
+        listed: list[Any] | None = None
         try:
-            jwks_uri = self._get_json(self._metadata).get("jwks_uri")
-            if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme != "https":
-                raise ValueError("OpenID metadata has no https jwks_uri")
-            listed = self._get_json(jwks_uri).get("keys")
-            if not isinstance(listed, list):
-                raise ValueError("the key set has no keys list")
-        except (requests.RequestException, ValueError) as error:
+            with deadline(REFRESH_SECONDS, reserve_share=0.0):
+                listed = self._download()
+        except Exception as error:  # network, watchdog, deadline, bad documents: keep what we had
             log.warning("caller_auth.signing_keys_unavailable reason=%s", type(error).__name__)
-            self._failed = True
-            return  # keep the keys we had, if any
-        self._failed = False
-        self._keys = _usable_keys(listed)
-        log.info("caller_auth.signing_keys_loaded count=%s", len(self._keys))
+        with self._lock:
+            if listed is None:
+                self._failed = True
+            else:
+                self._failed = False
+                self._keys = _usable_keys(listed)
+                self._loaded_at = started
+                log.info("caller_auth.signing_keys_loaded count=%s", len(self._keys))
+            self._flight = None
+        flight.set()
+
+    def _download(self) -> list[Any]:
+        jwks_uri = self._get_json(self._metadata).get("jwks_uri")
+        if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme != "https":
+            raise ValueError("OpenID metadata has no https jwks_uri")
+        listed = self._get_json(jwks_uri).get("keys")
+        if not isinstance(listed, list):
+            raise ValueError("the key set has no keys list")
+        return listed
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        response = self._session.get(url, timeout=FETCH_TIMEOUT_SECONDS)
+        response = self._session.get(url, timeout=SIGNING_KEYS_SECONDS)
         response.raise_for_status()
         document = response.json()
         if not isinstance(document, dict):

@@ -27,6 +27,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from shared.deadlines import held
 from shared.errors import CredentialsUnavailable, ReconsentRequired
 from shared.partner_center.key_vault_secrets import SecretStore
 from shared.settings import Settings
@@ -62,8 +63,12 @@ class PartnerCenterTokens:
         self._refresh_token_in_vault: str | None = None
 
     def access_token(self, *, force_refresh: bool = False) -> str:
-        """A bearer token for Partner Center; `force_refresh` after Partner Center answered 401."""
-        with self._lock:
+        """A bearer token for Partner Center; `force_refresh` after Partner Center answered 401.
+
+        The lock is waited for no longer than the caller's deadline allows (`held`): behind
+        another thread's slow token chain (a timer claim's Entra grant), an inline answer gets
+        `DeadlineExceeded` in time, not after that chain."""
+        with held(self._lock, "the Partner Center token"):
             app = self._application()
             result = self._from_cache(app, force_refresh)
             if result is None:

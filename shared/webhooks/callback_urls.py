@@ -20,8 +20,10 @@ The check is made when the URL is registered and again right before each deliver
 change), and redirects are never followed. `CALLBACK_ALLOW_PRIVATE_NETWORKS=true` lifts the
 address rules and allows `http`, for local development only.
 
-A host that does not resolve *now* is `CallbackHostUnresolved`: refused at registration (400), but
-retried like any other failure at delivery time (a temporary DNS failure is not final).
+The lookup waits no longer than the answer's deadline allows (`DeadlineExceeded`, 503 at
+registration) and at most `DNS_SECONDS`. A host that does not resolve *now* (or not within
+`DNS_SECONDS`) is `CallbackHostUnresolved`: refused at registration (400), but retried like any
+other failure at delivery time (a temporary DNS failure is not final).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.deadlines import getaddrinfo
 from shared.errors import InvalidRequest
 
 MAX_URL_LENGTH = 2048
@@ -136,9 +139,10 @@ def _host(hostname: str | None) -> str:
 
 
 def resolve(host: str, port: int) -> list[str]:
-    """Every address the host resolves to, in the resolver's order, once."""
+    """Every address the host resolves to, in the resolver's order, once; the lookup is held to
+    the deadline (`shared.deadlines.getaddrinfo`: a resolver that hangs does not hold the answer)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise CallbackHostUnresolved(f"The callback host {host!r} does not resolve") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))

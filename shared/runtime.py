@@ -136,6 +136,7 @@ def build_runtime(settings: Settings) -> Runtime:
         upgrades=upgrades,
         store=store,
         processor=RequestProcessor(store, upgrades, policy, CallbackSender(secrets, callback_policy)),
-        intake=Intake(store, owner, settings.request_lease_seconds),
+        # A key without its record is taken over only after any intake must have ended: the deadline + 60 s.
+        intake=Intake(store, owner, settings.request_lease_seconds, settings.http_deadline_seconds + 60),
         owner=owner,
     )

@@ -390,7 +390,7 @@ def test_every_query_of_the_timer_list_and_summary_names_a_bounded_partition(api
         "PartitionKey ge 'a-' and PartitionKey lt 'a.' and (State eq 'pending' or "
         "State eq 'submitted' or State eq 'submitting') and NextAttemptAt le @now and LeaseUntil le @now"
     ]
-    assert "PartitionKey eq 'cb'" in [q for q, _ in timer_filters]
+    assert "PartitionKey eq 'cb' and NextAt le @now" in [q for q, _ in timer_filters]
 
 
 def test_final_records_leave_the_due_range_at_once(customer_id, app_env):

@@ -113,6 +113,8 @@ def list_entry(record: UpgradeRequestRecord, revision: int) -> dict[str, Any]:
         "CustomerId": record.customer_id,
         "Revision": revision,
     }
+    if record.idempotency_key_hash:  # so retention can delete the key even after the record went
+        entry["KeyHash"] = record.idempotency_key_hash
     if record.last_error_type:
         entry["LastErrorType"] = record.last_error_type
     code = (record.error_details or {}).get("code")
@@ -121,7 +123,32 @@ def list_entry(record: UpgradeRequestRecord, revision: int) -> dict[str, Any]:
     return entry
 
 
-def callback_entry(request_id: str, revision: int) -> dict[str, Any]:
+def reopen_marker(final: UpgradeRequestRecord, active_revision: int) -> dict[str, Any]:
+    """Written with a reopened record (same transaction), deleted when the final copy it replaced
+    and that copy's list entry are gone: `repair()` finds only reopens whose clean-up a crash stopped."""
+    from shared.upgrade_requests.store.layout import REOPEN_PREFIX, active_pk
+
+    pk, row = list_key(final)
+    return {
+        "PartitionKey": active_pk(final.request_id),
+        "RowKey": REOPEN_PREFIX + final.request_id,
+        "RequestId": final.request_id,
+        "Revision": active_revision,
+        "ListPartition": pk,
+        "ListRow": row,
+    }
+
+
+def callback_entry(record: UpgradeRequestRecord, revision: int) -> dict[str, Any]:
     """The `cb` entry of a record whose write at `revision` made its callback pending: an entry is
-    dropped only by someone who read that revision or a later one (see `Moves._drop_callback_entry`)."""
-    return {"PartitionKey": CALLBACKS_PARTITION, "RowKey": request_id, "RequestId": request_id, "Revision": revision}
+    dropped only by someone who read that revision or a later one (see `Moves._drop_callback_entry`).
+    `NextAt` (when the callback is next due) lets the timer read only the entries due now."""
+    entry: dict[str, Any] = {
+        "PartitionKey": CALLBACKS_PARTITION,
+        "RowKey": record.request_id,
+        "RequestId": record.request_id,
+        "Revision": revision,
+    }
+    if record.callback_next_at is not None:
+        entry["NextAt"] = record.callback_next_at
+    return entry

@@ -7,12 +7,14 @@ every request id starts with its customer's bucket, so a request id names its pa
 |-----------------------------|-------------------------|--------------------------|--------------------------|
 | active request record       | `a-{b}`                 | request id               | get, due (range `a-`)    |
 | active-request lock         | `a-{b}`                 | `lock\|{family}\|{cust}` | intake (point read)      |
+| reopen clean-up marker      | `a-{b}`                 | `reopen\|{id}`           | repair (range `a-`)      |
 | final request record        | `f-{b}`                 | request id               | get, list by customer    |
 | final-state list index      | `l-{state}-{yyyymmdd}`  | `{createdAt}\|{id}`      | list, summary, retention |
 | callback-due index          | `cb`                    | request id               | due_callbacks            |
 | idempotency key             | `k-{h}` (h: 2 hex of the key's sha256) | sha256(key) | intake (point read)   |
 | layout marker               | `meta`                  | `layout`                 | start-up (point read)    |
 | retention marker            | `meta`                  | `retention`              | timer (point read)       |
+| retention cursor            | `meta`                  | `retention-cursor`       | timer (point read)       |
 
 Why: the timer's `due()` is a bounded range query over the `a-` partitions, which hold only active
 requests and their locks (a final record leaves them at once); `due_callbacks()` reads the `cb`
@@ -45,10 +47,12 @@ CALLBACKS_PARTITION = "cb"
 META_PARTITION = "meta"
 LAYOUT_ROW = "layout"
 RETENTION_ROW = "retention"
+RETENTION_CURSOR_ROW = "retention-cursor"
 ACTIVE_PREFIX = "a-"
 FINAL_PREFIX = "f-"
 LIST_PREFIX = "l-"
 LOCK_PREFIX = "lock|"
+REOPEN_PREFIX = "reopen|"  # a reopen's clean-up marker, beside its record until the clean-up is done
 ACTIVE_RANGE = ("a-", "a.")  # every `a-{bucket}` partition, and nothing else ('.' follows '-')
 ACTIVE_RANGE_FILTER = f"PartitionKey ge '{ACTIVE_RANGE[0]}' and PartitionKey lt '{ACTIVE_RANGE[1]}'"
 RECORD_ROWS_FILTER = "RowKey lt 'g'"  # request ids are hex GUIDs: below every `lock|` row

@@ -82,7 +82,9 @@ class Listing(Records):
             source = sources[index]
             want = top - len(records)
             entities, more = self._source_page(source, after, want)
-            records.extend(self._resolve(source, entities))
+            seen = {record.request_id for record in records}
+            # (a request that changed state between two sources' reads is listed once, the first time)
+            records.extend(record for record in self._resolve(source, entities) if record.request_id not in seen)
             if more and entities:
                 last = entities[-1]
                 return Page(records, _make_token(selection, index, (last["PartitionKey"], last["RowKey"])))

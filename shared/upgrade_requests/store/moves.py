@@ -26,12 +26,14 @@ from shared.upgrade_requests.store.entities import (
     handle,
     list_entry,
     make_handle,
+    reopen_marker,
     revision_of,
     to_entity,
 )
 from shared.upgrade_requests.store.layout import (
     ACTIVE_RANGE_FILTER,
     CALLBACKS_PARTITION,
+    REOPEN_PREFIX,
     active_pk,
     final_pk,
     list_key,
@@ -44,8 +46,11 @@ MAX_COPY_ROUNDS = 5
 
 
 class Moves(TableOps):
-    def create_with_lock(self, record: UpgradeRequestRecord, revision: int = 1) -> Stored:
-        """Insert the customer's active lock and the new record in one entity-group transaction.
+    def create_with_lock(
+        self, record: UpgradeRequestRecord, revision: int = 1, reopened: UpgradeRequestRecord | None = None
+    ) -> Stored:
+        """Insert the customer's active lock and the new record in one entity-group transaction
+        (with a reopen, also its clean-up marker: see `reopen`).
 
         `WriteConflict("lock")` if the lock exists, `WriteConflict("record")` if the record does."""
         from azure.data.tables import TableTransactionError
@@ -56,7 +61,10 @@ class Moves(TableOps):
         pk = active_pk(record.request_id)
         lock = pointer_entity(pk, lock_row(record.customer_id, record.product_family), record.request_id, "")
         try:
-            results = self._table.submit_transaction([("create", lock), ("create", to_entity(record, pk, revision))])
+            operations: list[Any] = [("create", lock), ("create", to_entity(record, pk, revision))]
+            if reopened is not None:
+                operations.append(("upsert", reopen_marker(reopened, revision)))
+            results = self._table.submit_transaction(operations)
         except TableTransactionError as error:
             if error.status_code != 409:  # not "the entity already exists": storage failed
                 raise storage_error(error) from None
@@ -68,7 +76,7 @@ class Moves(TableOps):
     def _finalise(self, record: UpgradeRequestRecord, revision: int, etag: str) -> Stored:
         """Steps 0-1 of finalising (the record's own write), then the move."""
         if record.callback_state == CALLBACK_PENDING:
-            self._upsert(callback_entry(record.request_id, revision))
+            self._upsert(callback_entry(record, revision))
         active_etag = self._update(to_entity(record, active_pk(record.request_id), revision), etag)
         moved = self._finish_move(record, revision, active_etag)
         log.info(
@@ -92,7 +100,7 @@ class Moves(TableOps):
         from azure.core import MatchConditions
 
         final_etag = self._write_final_copy(record, revision)
-        self._upsert(list_entry(record, revision))
+        entry_etag = self._upsert(list_entry(record, revision))
         pk, row = active_pk(record.request_id), lock_row(record.customer_id, record.product_family)
         guarded = {"etag": active_etag, "match_condition": MatchConditions.IfNotModified}
         record_delete = ("delete", {"PartitionKey": pk, "RowKey": record.request_id}, guarded)
@@ -106,9 +114,37 @@ class Moves(TableOps):
             # was deleted as stale by an intake: in that case only, the copy goes on its own.
             lock = self._pointer(lock_pk(record.customer_id), row)
             if lock is not None and lock.request_id == record.request_id:
+                self._drop_entry_if_reopened(record, entry_etag)
                 return Stored(record, make_handle(FINAL, revision, final_etag))
-        self._delete(pk, record.request_id, active_etag)  # guarded: a newer copy stays
+        if not self._delete(pk, record.request_id, active_etag):  # guarded: a newer copy stays
+            self._drop_entry_if_reopened(record, entry_etag)
         return Stored(record, make_handle(FINAL, revision, final_etag))
+
+    def _drop_entry_if_reopened(self, record: UpgradeRequestRecord, entry_etag: str) -> None:
+        """A move that lost its race wrote a list entry; if the record is active again (reopened
+        meanwhile), that entry is stale: it goes unless someone rewrote it since."""
+        current = self._get(active_pk(record.request_id), record.request_id)
+        if current is not None and from_entity(current).state in ACTIVE_STATES:
+            self._delete(*list_key(record), entry_etag)
+
+    def withdraw(self, stored: Stored) -> bool:
+        """Delete a record its intake just wrote, with its lock, if neither changed since (one guarded
+        transaction). False: someone already works on it; it stands."""
+        from azure.core import MatchConditions
+
+        record = stored.record
+        _, _, etag = handle(stored.etag)
+        pk, row = active_pk(record.request_id), lock_row(record.customer_id, record.product_family)
+        lock = self._pointer(lock_pk(record.customer_id), row)
+        if lock is None or lock.request_id != record.request_id:
+            return False
+        guard = MatchConditions.IfNotModified
+        return self._transaction(
+            [
+                ("delete", {"PartitionKey": pk, "RowKey": row}, {"etag": lock.etag, "match_condition": guard}),
+                ("delete", {"PartitionKey": pk, "RowKey": record.request_id}, {"etag": etag, "match_condition": guard}),
+            ]
+        )
 
     def _write_final_copy(self, record: UpgradeRequestRecord, revision: int) -> str:
         """The final copy at `revision`, written only over an older one; its ETag."""
@@ -142,8 +178,9 @@ class Moves(TableOps):
             claimed_etag = self._update(claimed, etag)
         except WriteConflict:
             raise WriteConflict("record") from None
-        reopened = self.create_with_lock(record, revision + 2)
+        reopened = self.create_with_lock(record, revision + 2, reopened=stored.record)
         self._drop_stale_final(stored.record, revision + 2, claimed_etag)
+        self._delete(active_pk(record.request_id), REOPEN_PREFIX + record.request_id)
         return reopened
 
     def _drop_stale_final(self, final: UpgradeRequestRecord, active_revision: int, final_etag: str) -> None:
@@ -155,35 +192,50 @@ class Moves(TableOps):
         self._delete(final_pk(final.request_id), final.request_id, final_etag)
 
     def repair(self, limit: int = 200) -> int:
-        """Finish what a crash interrupted: final records still in `a-` (moved now) and reopened
-        active records whose older final copy or list entry may remain. Returns how many."""
+        """Finish what a crash interrupted, at most `limit` entities a run: final records still in
+        `a-` (moved now) and reopens whose clean-up marker remains (an older final copy or list
+        entry may be left). Both are rare: the query returns only them. Returns how many."""
         final = " or ".join(f"State eq '{state}'" for state in sorted(FINAL_STATES))
-        active = " or ".join(f"State eq '{state}'" for state in sorted(ACTIVE_STATES))
-        query = f"{ACTIVE_RANGE_FILTER} and (({final}) or (ReopenedFrom gt '' and ({active})))"
+        markers = f"RowKey ge '{REOPEN_PREFIX}' and RowKey lt 'reopen}}'"
+        query = f"{ACTIVE_RANGE_FILTER} and (({final}) or ({markers}))"
         repaired = 0
-        for entity in self._query(query, {}, page_size=limit):
-            record, revision = from_entity(entity), revision_of(entity)
-            if record.is_final:
+        for examined, entity in enumerate(self._query(query, {}, page_size=limit), start=1):
+            if entity["RowKey"].startswith(REOPEN_PREFIX):
+                self._finish_reopen(entity)
+                repaired += 1
+            else:
+                record, revision = from_entity(entity), revision_of(entity)
                 try:
                     self._finish_move(record, revision, entity.metadata["etag"])
-                except WriteConflict:
-                    continue  # a newer revision was written since we read: its writer moves it
-                repaired += 1
-            elif record.reopened_from in FINAL_STATES:
-                stale = self._get(final_pk(record.request_id), record.request_id)
-                if stale is not None and revision_of(stale) < revision:
-                    self._drop_stale_final(from_entity(stale), revision, stale.metadata["etag"])
                     repaired += 1
+                except WriteConflict:
+                    pass  # a newer revision was written since we read: its writer moves it
+            if examined >= limit:
+                break
         if repaired:
             log.warning("store.repaired count=%s", repaired)
         return repaired
+
+    def _finish_reopen(self, marker: Any) -> None:
+        """A reopen's clean-up after a crash: the claimed final copy and its list entry, each only
+        while older than the reopened record; then the marker."""
+        request_id, revision = marker["RequestId"], revision_of(marker)
+        stale = self._get(final_pk(request_id), request_id)
+        if stale is not None and revision_of(stale) < revision:
+            self._drop_stale_final(from_entity(stale), revision, stale.metadata["etag"])
+        else:  # the final copy is newer (finished again): only a stale list entry may remain
+            pk, row = marker["ListPartition"], marker["ListRow"]
+            entry = self._get(pk, row)
+            if entry is not None and revision_of(entry) < revision:
+                self._delete(pk, row, entry.metadata["etag"])
+        self._delete(marker["PartitionKey"], marker["RowKey"], marker.metadata["etag"])
 
     def _replace_final(self, record: UpgradeRequestRecord, revision: int, etag: str) -> Stored:
         """A final record changed where it is final (its callback): the copy, and the `cb` entry."""
         if not record.is_final:
             raise WriteConflict(record.request_id)  # a final record is reopened with `reopen`
         if record.callback_state == CALLBACK_PENDING:
-            self._upsert(callback_entry(record.request_id, revision))
+            self._upsert(callback_entry(record, revision))
         new_etag = self._update(to_entity(record, final_pk(record.request_id), revision), etag)
         if record.callback_state != CALLBACK_PENDING:
             self._drop_callback_entry(record.request_id, revision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
@@ -31,7 +32,12 @@ class Records(Moves):
         if entity is not None:
             return stored_from(entity, ACTIVE)
         entity = self._get(final_pk(request_id), request_id)
-        return None if entity is None else stored_from(entity, FINAL)
+        if entity is not None:
+            return stored_from(entity, FINAL)
+        # Neither: absent, or reopened between the two reads (a reopen writes the active copy before
+        # it deletes the final one, so a second look at the active copy finds it).
+        entity = self._get(active_pk(request_id), request_id)
+        return None if entity is None else stored_from(entity, ACTIVE)
 
     def _get_many(self, request_ids: Sequence[str]) -> list[Stored | None]:
         """Point reads in parallel (a list page or the callbacks due), in the given order."""
@@ -66,7 +72,8 @@ class Records(Moves):
     def due_callbacks(self, now: datetime, limit: int) -> list[Stored]:
         """Final records whose completion callback is still to be (re)tried now (from the `cb`
         partition, which holds only pending callbacks; a stale entry is dropped)."""
-        entries = list(self._query(f"PartitionKey eq '{CALLBACKS_PARTITION}'", {}, page_size=1000))
+        query = f"PartitionKey eq '{CALLBACKS_PARTITION}' and NextAt le @now"
+        entries = list(itertools.islice(self._query(query, {"now": now}, page_size=limit), limit))
         ids = [entry["RowKey"] for entry in entries]
         found: list[Stored] = []
         for entry, stored in zip(entries, self._get_many(ids), strict=True):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from shared.errors import StorageLayoutMismatch
 from shared.upgrade_requests.store.entities import pointer_entity
 from shared.upgrade_requests.store.layout import (
+    CALLBACKS_PARTITION,
     LAYOUT_ROW,
     LAYOUT_VERSION,
     LEGACY_KEYS_PARTITION,
@@ -64,8 +65,9 @@ class Schema(TableOps):
     def migrate(self) -> Migration:
         """Move a layout 1 table to layout 2 (idempotent: a crashed run is simply run again).
 
-        Layout 1 differs in one place: its idempotency keys share one partition. Its records, locks
-        and index entries are read by layout 2 as they are (a record without `Revision` is at 0)."""
+        Layout 1 differs in two places: its idempotency keys share one partition, and its callback
+        entries do not say when they are due. Its records, locks and list entries are read by layout
+        2 as they are (a record without `Revision` is at 0)."""
         version = self.layout_version()
         if version == LAYOUT_VERSION:
             return Migration(LAYOUT_VERSION, 0)
@@ -78,7 +80,11 @@ class Schema(TableOps):
             self._upsert(moved_key)
             self._delete(LEGACY_KEYS_PARTITION, key_hash, entity.metadata["etag"])
             moved += 1
-        self._upsert(self._marker() | {"MigratedFrom": version or LAYOUT_VERSION, "MigratedAt": datetime.now(UTC)})
+        now = datetime.now(UTC)
+        for entry in self._query(f"PartitionKey eq '{CALLBACKS_PARTITION}'", {}, page_size=1000):
+            if "NextAt" not in entry:  # layout 1's callback entries: due now (the record says when)
+                self._upsert({**entry, "NextAt": now})
+        self._upsert(self._marker() | {"MigratedFrom": version or LAYOUT_VERSION, "MigratedAt": now})
         log.warning("store.migrated from_version=%s keys_moved=%s", version, moved)
         return Migration(version or LAYOUT_VERSION, moved)
 

@@ -4,7 +4,8 @@ Each is a small, realistic bug (the kind a refactor or a hurried fix introduces)
 exact original snippet (it must occur exactly once, so a mutant never silently stops applying
 after the code changes: the runner reports it as "stale" and the slow test fails), its
 replacement, the rule it breaks, and the tests that must catch it. Mutants 1-5 are the five an
-outside mutation run found that the suite let through (issue 13).
+outside mutation run found that the suite let through (issue 13). The block headed
+"campaign routes, cancel/retry, CLI" holds survivors of the second outside run (issue 22).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ PROCESSOR = "shared/upgrade_requests/processor.py"
 INTAKE = "shared/upgrade_requests/intake.py"
 STORE = "shared/upgrade_requests/store.py"
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
+CAMPAIGN_ROUTES = "shared/api/campaign_routes.py"
+CAMPAIGN = "shared/upgrade_requests/campaign.py"
+CLI_EXIT_CODES = "shared/cli/exit_codes.py"
+CLI_MAIN = "shared/cli/__main__.py"
+CLI_CAMPAIGN = "shared/cli/campaign.py"
+CAMPAIGN_TESTS = "tests/test_campaign.py"
+CLI_TESTS = "tests/test_cli.py"
 
 
 @dataclass(frozen=True)
@@ -262,5 +270,62 @@ MUTANTS: tuple[Mutant, ...] = (
         'if "%" in parts.netloc or parts.fragment or "#" in url:',
         "no credentials in a callback URL",
         (WEBHOOKS,),
+    ),
+    # campaign routes, cancel/retry, CLI
+    Mutant(
+        "top-maximum-refused",
+        CAMPAIGN_ROUTES,
+        "not 1 <= int(value) <= MAX_PAGE",
+        "not 1 <= int(value) < MAX_PAGE",
+        "top=500, the documented maximum page, is accepted",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "empty-creation-window-accepted",
+        CAMPAIGN_ROUTES,
+        "if created_from and created_to and created_to <= created_from:",
+        "if created_from and created_to and created_to < created_from:",
+        "createdTo is exclusive: createdTo == createdFrom is an empty window, refused (400)",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "function-key-code-kept-as-a-filter",
+        CAMPAIGN_ROUTES,
+        '    query.pop("code", None)  # the function key, when sent in the query\n',
+        "",
+        "a function key sent as ?code= is not an unknown list/summary parameter",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "possible-create-read-from-the-flag-only",
+        CAMPAIGN,
+        "return record.create_may_have_been_sent or record.attempts > 0 or bool(record.upgrade_id)",
+        "return record.create_may_have_been_sent",
+        "a record with attempts but no flag (stored before it existed) may have sent a create: no cancel, retry resolves",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "batch-severity-not-yet-before-refused",
+        CLI_EXIT_CODES,
+        "SEVERITY = (OPERATOR, UNEXPECTED, USAGE, REFUSED, NOT_YET, OK)",
+        "SEVERITY = (OPERATOR, UNEXPECTED, USAGE, NOT_YET, REFUSED, OK)",
+        "a batch exits with the most severe row in --help's order 5, 1, 2, 3, 4, 0",
+        (CLI_TESTS,),
+    ),
+    Mutant(
+        "eligibility-with-upgrade-id-exits-0",
+        CLI_MAIN,
+        "return exit_codes.OK if eligibility.is_eligible and not eligibility.upgrade_id else exit_codes.REFUSED",
+        "return exit_codes.OK if eligibility.is_eligible else exit_codes.REFUSED",
+        "eligibility naming an upgrade in place exits 3, whatever isEligible says",
+        (CLI_TESTS,),
+    ),
+    Mutant(
+        "list-without-all-reads-every-page",
+        CLI_CAMPAIGN,
+        "if not args.all or token is None:",
+        "if token is None:",
+        "list without --all prints one page and its continuation token",
+        (CLI_TESTS,),
     ),
 )

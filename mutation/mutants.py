@@ -301,7 +301,7 @@ MUTANTS: tuple[Mutant, ...] = (
         CAMPAIGN,
         "return record.create_may_have_been_sent or record.attempts > 0 or bool(record.upgrade_id)",
         "return record.create_may_have_been_sent",
-        "a record with attempts but no flag (stored before it existed) may have sent a create: no cancel, retry resolves",
+        "attempts without the flag (a record older than it) mean a create may have been sent: no cancel",
         (CAMPAIGN_TESTS,),
     ),
     Mutant(

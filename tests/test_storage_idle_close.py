@@ -1,5 +1,5 @@
-"""A write on a connection the storage server is closing for idleness (the 503 `test_localrun` saw
-once under load).
+"""A write on a connection the storage server is closing for idleness (the likely cause of the 503
+`test_localrun` got once under load: the run's log was not kept, this is the one way found to get it).
 
 Azurite, like any HTTP server, closes a keep-alive connection after it has been idle a while (node:
 5 s, plus its 1 s grace). When the machine is loaded, node's event loop lags: a request that

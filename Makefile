@@ -50,7 +50,8 @@ bench: setup
 chaos: setup
 	$(PY) -m pytest -q -m slow
 
-# Hand-made mutants of the exactly-once and SSRF rules (mutation/mutants.py); all must be killed.
+# Hand-made mutants of the exactly-once and SSRF rules, campaign steering and the CLI
+# (mutation/mutants.py); all must be killed. Prints the score overall and per module.
 mutants: setup
 	$(PY) -m mutation
 

@@ -5,6 +5,8 @@
     python -m mutation --source DIR         # another tree (e.g. an older commit's `git archive`)
     python -m mutation --json report.json   # also write the results
 
+The score is printed overall and per mutated module (`score_by_module`).
+
 For each mutant: copy the tree (without .git, .venv, node_modules, caches) to a temporary
 directory, link `.venv` and `node_modules` into it, apply the one replacement, and run the mutant's
 tests there (`pytest -x -m "not slow"`, real sandbox and Azurite as always). A failing run kills
@@ -119,6 +121,20 @@ def baseline(source: Path, mutants: list[Mutant], workdir: Path) -> tuple[bool, 
     return code == 0, output[-3000:]
 
 
+def score_by_module(results: list[Result]) -> str:
+    """Killed/run per mutated file, in the order the mutants list them: a module whose tests
+    let a mutant through shows as such instead of vanishing into one overall figure."""
+    by_file: dict[str, list[Result]] = {}
+    for result in results:
+        by_file.setdefault(result.file, []).append(result)
+    width = max((len(name) for name in by_file), default=0)
+    lines = ["score per module:"]
+    for name, module_results in by_file.items():
+        killed = sum(r.verdict == "killed" for r in module_results)
+        lines.append(f"  {name:<{width}}  {killed}/{len(module_results)} killed")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", type=Path, default=REPO_ROOT, help="the tree to mutate (default: this one)")
@@ -151,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     killed = sum(r.verdict == "killed" for r in results)
     print(f"mutation score: {killed}/{len(results)} killed")
+    print(score_by_module(results))
     for result in results:
         if result.verdict != "killed":
             print(f"  {result.verdict}: {result.name} ({result.file}): {result.rule}")

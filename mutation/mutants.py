@@ -4,7 +4,8 @@ Each is a small, realistic bug (the kind a refactor or a hurried fix introduces)
 exact original snippet (it must occur exactly once, so a mutant never silently stops applying
 after the code changes: the runner reports it as "stale" and the slow test fails), its
 replacement, the rule it breaks, and the tests that must catch it. Mutants 1-5 are the five an
-outside mutation run found that the suite let through (issue 13).
+outside mutation run found that the suite let through (issue 13). The block headed
+"campaign routes, cancel/retry, CLI" holds survivors of the second outside run (issue 22).
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ OURS_LOCK = (
     "        ours = lock is not None and lock.request_id == record.request_id and lock_pk(record.customer_id) == pk\n"
 )
 CALLBACK_URLS = "shared/webhooks/callback_urls.py"
+CAMPAIGN_ROUTES = "shared/api/campaign_routes.py"
+CAMPAIGN = "shared/upgrade_requests/campaign.py"
+CLI_EXIT_CODES = "shared/cli/exit_codes.py"
+CLI_MAIN = "shared/cli/__main__.py"
+CLI_CAMPAIGN = "shared/cli/campaign.py"
+CAMPAIGN_TESTS = "tests/test_campaign.py"
+CLI_TESTS = "tests/test_cli.py"
 
 
 @dataclass(frozen=True)
@@ -465,5 +473,62 @@ MUTANTS: tuple[Mutant, ...] = (
         "        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)",
         "a callback host's DNS lookup waits no longer than the deadline",
         ("tests/test_bounded_waits.py::test_a_callback_hosts_dns_lookup_is_bounded_by_the_deadline",),
+    ),
+    # campaign routes, cancel/retry, CLI
+    Mutant(
+        "top-maximum-refused",
+        CAMPAIGN_ROUTES,
+        "not 1 <= int(value) <= MAX_PAGE",
+        "not 1 <= int(value) < MAX_PAGE",
+        "top=500, the documented maximum page, is accepted",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "empty-creation-window-accepted",
+        CAMPAIGN_ROUTES,
+        "if created_from and created_to and created_to <= created_from:",
+        "if created_from and created_to and created_to < created_from:",
+        "createdTo is exclusive: createdTo == createdFrom is an empty window, refused (400)",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "function-key-code-kept-as-a-filter",
+        CAMPAIGN_ROUTES,
+        '    query.pop("code", None)  # the function key, when sent in the query\n',
+        "",
+        "a function key sent as ?code= is not an unknown list/summary parameter",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "possible-create-read-from-the-flag-only",
+        CAMPAIGN,
+        "return record.create_may_have_been_sent or record.attempts > 0 or bool(record.upgrade_id)",
+        "return record.create_may_have_been_sent",
+        "attempts without the flag (a record older than it) mean a create may have been sent: no cancel",
+        (CAMPAIGN_TESTS,),
+    ),
+    Mutant(
+        "batch-severity-not-yet-before-refused",
+        CLI_EXIT_CODES,
+        "SEVERITY = (OPERATOR, UNEXPECTED, USAGE, REFUSED, NOT_YET, OK)",
+        "SEVERITY = (OPERATOR, UNEXPECTED, USAGE, NOT_YET, REFUSED, OK)",
+        "a batch exits with the most severe row in --help's order 5, 1, 2, 3, 4, 0",
+        (CLI_TESTS,),
+    ),
+    Mutant(
+        "eligibility-with-upgrade-id-exits-0",
+        CLI_MAIN,
+        "return exit_codes.OK if eligibility.is_eligible and not eligibility.upgrade_id else exit_codes.REFUSED",
+        "return exit_codes.OK if eligibility.is_eligible else exit_codes.REFUSED",
+        "eligibility naming an upgrade in place exits 3, whatever isEligible says",
+        (CLI_TESTS,),
+    ),
+    Mutant(
+        "list-without-all-reads-every-page",
+        CLI_CAMPAIGN,
+        "if not args.all or token is None:",
+        "if token is None:",
+        "list without --all prints one page and its continuation token",
+        (CLI_TESTS,),
     ),
 )

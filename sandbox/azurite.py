@@ -78,6 +78,12 @@ class Azurite:
         return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
 
     @property
+    def pid(self) -> int:
+        """The node process (a test stalls it with SIGSTOP/SIGCONT, as a loaded machine would)."""
+        assert self._process is not None, "launch() first"
+        return self._process.pid
+
+    @property
     def connection_string(self) -> str:
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"

@@ -75,6 +75,12 @@ ANSWER_MARGIN_SHARE = 0.1
 MIN_CALL_SECONDS = 0.2  # less than this left: do not start the call
 DEADLINE_RETRY_AFTER_SECONDS = 30
 LEASE_MARGIN_SECONDS = 10  # a claim's own deadline ends this long before its lease
+# A pooled connection idle longer than this is not reused: servers close idle keep-alive
+# connections (Azurite after 5 s, Azure front ends after minutes), and a request sent just as
+# the server closes is reset after it was sent, which azure-core does not resend for a
+# POST/PATCH/MERGE (a write then fails as "storage unavailable", 503). A new connection costs one
+# handshake; it is made only after a pause, never inside a burst of calls.
+IDLE_REUSE_SECONDS = 3.0
 
 # Partner Center's own numbers live in `shared.partner_center.client`; repeated here only as the
 # inputs of the lease arithmetic below (a test keeps them equal).
@@ -369,11 +375,21 @@ def deadline_session(
         pass
 
     class ReleasingPool(HTTPConnectionPool):
-        """A connection going back to the pool leaves the watch of the call that used it."""
+        """A connection going back to the pool leaves the watch of the call that used it, and is
+        never handed out again once idle past `IDLE_REUSE_SECONDS` (see there): it is closed and
+        the request connects anew."""
+
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            idle_since = getattr(conn, "idle_since", None)
+            if idle_since is not None and time.monotonic() - idle_since > IDLE_REUSE_SECONDS:
+                conn.close()
+            return conn
 
         def _put_conn(self, conn: Any) -> None:
             if conn is not None:
                 _release_connection(conn)
+                conn.idle_since = time.monotonic()
             super()._put_conn(conn)
 
     class WatchedHTTPPool(ReleasingPool):

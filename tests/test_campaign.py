@@ -207,6 +207,59 @@ def test_bad_list_parameters_are_400(api: Api, params):
     assert reply.content_type == "application/problem+json"
 
 
+def test_list_accepts_every_page_size_the_connector_documents(api: Api):
+    """`top` from the connector's own minimum to its maximum (500) is a page, not a 400."""
+    from .test_connector import SPEC
+
+    top = next(p for p in SPEC["paths"]["/product-upgrade-requests"]["get"]["parameters"] if p["name"] == "top")
+    customer = str(uuid.uuid4())
+    make(customer, FAILED)
+    mine = make(customer, PENDING).record.request_id
+    for size in (top["minimum"], top["maximum"]):
+        reply = list_call(api, customerId=customer, top=str(size))
+        assert reply.status == 200, (size, reply.body)
+        assert mine in {r["requestId"] for r in reply.json()["value"]}
+
+
+def test_an_empty_creation_window_is_400_for_list_and_summary(api: Api):
+    """createdTo is exclusive: a window that ends where it starts holds nothing, and is refused
+    (as an inverted one is) instead of silently answering an empty page or zero counts."""
+    same = "2026-01-01T00:00:00Z"
+    listed = list_call(api, createdFrom=same, createdTo=same)
+    summed = api.call(
+        "get_product_upgrade_request_summary",
+        "GET",
+        f"product-upgrade-requests/summary?createdFrom={same}&createdTo={same}",
+    )
+    for reply in (listed, summed):
+        assert reply.status == 400, reply.body
+        assert reply.json()["parameter"] == "createdTo"
+
+
+def test_a_function_key_in_the_query_is_not_a_filter(api: Api):
+    """The host accepts the function key as `?code=`; list and summary must not refuse it as an
+    unknown parameter (every caller keyed that way would get 400)."""
+    customer = str(uuid.uuid4())
+    mine = make(customer, PENDING).record.request_id
+    code = {"code": "a-function-key"}
+    listed = api.call(
+        "list_product_upgrade_requests",
+        "GET",
+        f"product-upgrade-requests?customerId={customer}&code=a-function-key",
+        params={"customerId": customer, **code},
+    )
+    assert listed.status == 200, listed.body
+    assert [r["requestId"] for r in listed.json()["value"]] == [mine]
+    summed = api.call(
+        "get_product_upgrade_request_summary",
+        "GET",
+        "product-upgrade-requests/summary?code=a-function-key",
+        params=code,
+    )
+    assert summed.status == 200, summed.body
+    assert summed.json()["byState"][PENDING] >= 1
+
+
 def _token_from(reply: Any) -> str:
     return re.search(r"continuationToken=([^&]+)", reply.json()["nextLink"]).group(1)
 
@@ -289,6 +342,28 @@ def test_cancel_is_409_once_a_create_may_have_been_sent_or_when_final(api: Api, 
     assert problem["type"].endswith("cannot-cancel") and problem["requestStatus"] == state
     assert problem["status"] == 409  # RFC 9457: the HTTP status, never the request's state
     assert store().get(stored.record.request_id).record.state == state
+
+
+def test_a_record_stored_before_the_flag_existed_counts_its_attempts_as_a_possible_create(
+    api: Api, sandbox, customer_id
+):
+    """Records written before `createMayHaveBeenSent` existed lack it (False) but show their
+    attempts: one that tried a create is not cancellable, and its retry resolves first."""
+    tried = make(str(uuid.uuid4()), PENDING, attempts=2)
+    assert tried.record.create_may_have_been_sent is False
+    reply = action(api, "cancel", tried.record.request_id)
+    assert reply.status == 409, reply.body
+    assert store().get(tried.record.request_id).record.state == PENDING
+
+    sandbox.customers.set(customer_id, existing_upgrade="in_progress")  # the earlier create did land
+    failed = make(customer_id, FAILED, attempts=3)
+    assert failed.record.create_may_have_been_sent is False
+    reply = action(api, "retry", failed.record.request_id)
+    assert reply.status == 202 and reply.json()["status"] == SUBMITTING, reply.body
+    run_timer()
+    after = store().get(failed.record.request_id).record
+    assert after.state == SUBMITTED and after.upgrade_id
+    assert sandbox.submissions(customer_id) == 0  # resolved through eligibility, never resent blind
 
 
 def test_cancel_of_an_inline_request_is_409_and_says_what_to_do(api: Api, sandbox, customer_id):

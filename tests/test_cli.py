@@ -154,6 +154,52 @@ def test_eligibility_with_an_upgrade_in_place_exits_3(app_env, sandbox, capsys, 
     assert code == exit_codes.REFUSED
 
 
+def test_eligibility_naming_an_upgrade_exits_3_even_when_partner_center_says_eligible(
+    app_env, sandbox, capsys, customer_id
+):
+    """Partner Center can answer `isEligible: true` with an `upgradeId` (here: an earlier upgrade
+    that failed); the table's row 3 covers "an upgrade already in place" whatever isEligible says."""
+    sandbox.customers.set(customer_id, existing_upgrade="failed")
+    code, body = run(capsys, "eligibility", "--customer-id", customer_id)
+    assert body["isEligible"] is True and body["upgradeId"]
+    assert code == exit_codes.REFUSED
+
+
+def test_a_batch_with_refused_and_not_yet_rows_exits_3_as_help_orders_them(app_env, sandbox, capsys, tmp_path):
+    """`--help`: a batch exits with the most severe of its rows in the order 5, 1, 2, 3, 4, 0,
+    so a refused row (3) outranks a row still waiting (4)."""
+    assert "5, 1, 2, 3, 4, 0" in exit_codes.table_text()
+    waiting, refused = str(uuid.uuid4()), str(uuid.uuid4())
+    assert run(capsys, "upgrade", "--customer-id", waiting, "--queue")[0] == exit_codes.NOT_YET
+    sandbox.customers.set(refused, eligible=False, reason="No Azure subscriptions")
+    source = tmp_path / "customers.csv"
+    source.write_text(f"customerId\n{waiting}\n{refused}\n")
+    output = tmp_path / "results.json"
+    code, summary = run(capsys, "batch", str(source), "--output", str(output))
+    rows = {row["customerId"]: row["exitCode"] for row in json.loads(output.read_text())}
+    assert rows == {waiting: exit_codes.NOT_YET, refused: exit_codes.REFUSED}, summary
+    assert code == exit_codes.REFUSED
+
+
+def test_list_without_all_reads_one_page_and_hands_back_the_token(app_env, capsys):
+    customer = str(uuid.uuid4())
+    first = run(capsys, "upgrade", "--customer-id", customer, "--queue")[1]["requestId"]
+    assert run(capsys, "cancel", "--request-id", first)[0] == exit_codes.OK
+    second = run(capsys, "upgrade", "--customer-id", customer, "--queue")[1]["requestId"]
+
+    code, page = run(capsys, "list", "--customer-id", customer, "--top", "1")
+    assert code == exit_codes.OK
+    assert len(page["value"]) == 1 and page["continuationToken"]
+    code, rest = run(
+        capsys, "list", "--customer-id", customer, "--top", "1", "--continuation-token", page["continuationToken"]
+    )
+    assert code == exit_codes.OK and len(rest["value"]) == 1
+    assert {page["value"][0]["requestId"], rest["value"][0]["requestId"]} == {first, second}
+    code, every = run(capsys, "list", "--customer-id", customer, "--top", "1", "--all")
+    assert sorted(r["requestId"] for r in every["value"]) == sorted([first, second])
+    assert every["continuationToken"] is None
+
+
 def test_unknown_request_id_exits_3_saying_so(app_env, capsys):
     unknown = str(uuid.uuid4())
     assert main(["--settings", "/nonexistent.json", "status", "--request-id", unknown]) == exit_codes.REFUSED

@@ -33,6 +33,13 @@ RULE_MODULES = {
     "shared/deadlines.py",
     "shared/partner_center/tokens.py",
     "shared/runtime.py",
+    # campaign steering (issue 22): the routes' parameters, cancel/retry's "a create may have been
+    # sent", and the CLI's exit codes and paging
+    "shared/api/campaign_routes.py",
+    "shared/upgrade_requests/campaign.py",
+    "shared/cli/exit_codes.py",
+    "shared/cli/__main__.py",
+    "shared/cli/campaign.py",
 }
 
 
@@ -51,6 +58,19 @@ def test_each_mutant_still_applies_exactly_once(mutant):
     compile(mutated, mutant.file, "exec")  # a mutant is a wrong program, never a broken one
     for test in mutant.tests:
         assert (REPO_ROOT / test.split("::", 1)[0]).is_file(), test
+
+
+def test_the_score_is_printed_per_module():
+    from mutation.__main__ import Result, score_by_module
+
+    results = [
+        Result("a", "shared/x.py", "rule", "killed", 1.0),
+        Result("b", "shared/y.py", "rule", "survived", 1.0),
+        Result("c", "shared/x.py", "rule", "killed", 1.0),
+    ]
+    lines = score_by_module(results).splitlines()
+    assert lines[0] == "score per module:"
+    assert [line.split() for line in lines[1:]] == [["shared/x.py", "2/2", "killed"], ["shared/y.py", "0/1", "killed"]]
 
 
 @pytest.mark.slow

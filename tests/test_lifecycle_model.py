@@ -52,6 +52,7 @@ from hypothesis.stateful import (
 
 from localrun.timers import call_function
 from sandbox import Sandbox
+from sandbox.azurite import Azurite
 from sandbox.server import REFRESH_TOKEN_SECRET
 from shared.cli.__main__ import main as cli_main
 from shared.runtime import Runtime, build_runtime, get_runtime, reset_runtime
@@ -73,6 +74,7 @@ from shared.upgrade_requests.store import ListFilter, Stored, WriteConflict
 from shared.upgrade_requests.timer_run import RETENTION_BATCH, process_pending
 
 from .conftest import Api, Exchange, function, new_secret
+from .storage_outage import StorageOutage
 from .webhook_receiver import Receiver
 
 FAMILY = "Azure"
@@ -109,6 +111,18 @@ AMBIGUOUS_FAULTS = frozenset(
     {"reset", "process_then_reset", "process_then_hang", "land_late", "process_without_location"}
 )
 MAX_QUEUED_RECEIVER_FAULTS = 2  # the callback receiver's next answers (500), at most
+# Operations a storage outage may cut short, after 0-12 of their storage requests went through.
+OUTAGE_OPERATIONS = (
+    "post",
+    "post queued with a key",
+    "timer",
+    "retry",
+    "cancel",
+    "callback set",
+    "callback delete",
+    "repair",
+    "retention",
+)
 
 
 # --- the invariants, written once -------------------------------------------------------------
@@ -320,6 +334,7 @@ class World:
     seen_bodies: int = 0
     seen_deliveries: int = 0
     failed: bool = False
+    outage: StorageOutage | None = None  # storage goes through it when the run models outages
 
     def live(self) -> dict[str, str]:
         """Accepted requests retention has not deleted: request id -> customer."""
@@ -540,6 +555,7 @@ class LifecycleModel(RuleBasedStateMachine):
             log=handler,
             stats=stats,
             seen_deliveries=len(receiver.deliveries),
+            outage=CONTEXT.get("outage"),
         )
         stats.examples += 1
 
@@ -741,6 +757,79 @@ class LifecycleModel(RuleBasedStateMachine):
         world.stats.retired += deleted
         self.step(f"retention by {via}{'' if deleted else ' (nothing deleted)'}")
 
+    @rule(operation=st.sampled_from(OUTAGE_OPERATIONS), after=st.integers(0, 12))
+    def storage_fails(self, operation: str, after: int) -> None:
+        """Storage stops answering after `after` requests of an operation (as if its process
+        crashed there: nothing it writes after that point lands), and is back for the next step."""
+        world = self.world
+        if world.outage is None:  # (this run does not model storage outages)
+            return
+        customer_id = world.customers[after % 2]
+        target = (
+            world.pick(after, (FAILED, REJECTED, PENDING)) if operation in ("retry", "cancel") else world.pick(after)
+        )
+        if operation == "timer":
+            world.time_passes()
+        active_before = world.active_request(customer_id)
+        before = {rid: world.a.store.get(rid) for rid in world.live()} if operation == "retention" else {}
+        key = f"k3-{after % 2}-{world.customers[0][:8]}"
+        world.outage.after(after)
+        try:
+            if operation.startswith("post"):
+                headers = {**QUEUE, "Idempotency-Key": key} if "key" in operation else {}
+                reply = world.api.upgrade(customer_id, headers=headers)
+            elif operation == "timer":
+                with contextlib.suppress(Exception):  # the host records a failed run; the next one goes on
+                    world.timer("a")
+                reply = None
+            elif operation == "repair":
+                with contextlib.suppress(Exception):
+                    world.a.store.repair()
+                reply = None
+            elif operation == "retention":
+                later = utc_now() + timedelta(days=1)
+                with contextlib.suppress(Exception):
+                    world.a.store.purge_expired(later, RETENTION_BATCH)
+                reply = None
+            elif target is None:
+                reply = None
+            elif operation in ("retry", "cancel"):
+                reply = world.api.call(
+                    f"{operation}_product_upgrade_request",
+                    "POST",
+                    f"product-upgrade-requests/{target}/{operation}",
+                    json_body={"force": True} if operation == "retry" else None,
+                    route_params={"requestId": target},
+                )
+            else:
+                path, route = f"product-upgrade-requests/{target}/callback", {"requestId": target}
+                if operation == "callback set":
+                    body = {"url": world.receiver.url}
+                    reply = world.api.call(
+                        "put_product_upgrade_callback", "PUT", path, json_body=body, route_params=route
+                    )
+                else:
+                    reply = world.api.call("delete_product_upgrade_callback", "DELETE", path, route_params=route)
+        finally:
+            refused = world.outage.refused
+            world.outage.restore()
+        if reply is not None:
+            world.expect(
+                "E", reply.status != 500, f"{operation} during a storage outage answered 500: {reply.body[:300]!r}"
+            )
+        if operation.startswith("post") and reply is not None:
+            body = reply.json()
+            request_id = body.get("requestId")
+            if request_id and not str(body.get("type", "")).endswith("/idempotency-key-reused"):
+                check_post_answer(world, customer_id, key if "key" in operation else None, active_before, request_id)
+                world.accepted[request_id] = customer_id
+                world.retired.discard(request_id)
+        for request_id, stored in before.items():  # what retention deleted is retired (I8: only final ones)
+            if stored is not None and world.a.store.get(request_id) is None:
+                world.retired.add(request_id)
+                world.expect("I8", stored.record.is_final, f"retention deleted {request_id}, {stored.record.state}")
+        self.step(f"storage fails in {operation}" if refused else f"{operation} (storage outage armed, not reached)")
+
     # the timer, on two instances, and time passing
 
     @rule(run=st.tuples(st.sampled_from(["a", "b"]), st.booleans()))
@@ -880,17 +969,29 @@ class Stats:
         return f"lifecycle model: {json.dumps(figures)}"
 
 
-def run_model(sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch: pytest.MonkeyPatch, **limits: Any) -> Stats:
+def run_model(
+    sandbox: Sandbox,
+    api: Api,
+    exchange: Exchange,
+    monkeypatch: pytest.MonkeyPatch,
+    azurite: Azurite | None = None,
+    **limits: Any,
+) -> Stats:
+    """Run the machine; with `azurite`, storage goes through a `StorageOutage` proxy and the
+    `storage_fails` rule cuts operations short (otherwise that rule does nothing)."""
     monkeypatch.setenv("UPGRADE_REQUESTS_TABLE", os.environ["UPGRADE_REQUESTS_TABLE"])  # restored afterwards
     monkeypatch.setenv("PENDING_MAX_ATTEMPTS", os.environ.get("PENDING_MAX_ATTEMPTS", "8"))
     monkeypatch.setenv("CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")  # the receiver is on loopback
     sandbox.set_secret("webhook-signing-secret", new_secret())
+    outage = StorageOutage(azurite.port) if azurite is not None else None
+    if outage is not None and azurite is not None:
+        monkeypatch.setenv("AzureWebJobsStorage", outage.connection_string(azurite.connection_string))
     reset_runtime()
     function("submit_product_upgrade")  # index function_app once
     CONTEXT.clear()
     stats = Stats()
-    with Receiver() as receiver:
-        CONTEXT.update(sandbox=sandbox, api=api, exchange=exchange, receiver=receiver, stats=stats)
+    with Receiver() as receiver, contextlib.closing(outage) if outage else contextlib.nullcontext():
+        CONTEXT.update(sandbox=sandbox, api=api, exchange=exchange, receiver=receiver, stats=stats, outage=outage)
         try:
             run_state_machine_as_test(
                 LifecycleModel,
@@ -910,16 +1011,18 @@ def run_model(sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch: pytes
 
 def test_lifecycle_model_bounded(app_env, sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch) -> None:
     # About 20-40 s here (2 shared cores): a smoke test; the long run below is the search.
-    stats = run_model(sandbox, api, exchange, monkeypatch, max_examples=30, stateful_step_count=25)
-    assert stats.examples >= 30 and stats.checks >= stats.steps
+    stats = run_model(sandbox, api, exchange, monkeypatch, max_examples=20, stateful_step_count=25)
+    assert stats.examples >= 20 and stats.checks >= stats.steps
 
 
 @pytest.mark.slow
-def test_lifecycle_model_long(app_env, sandbox: Sandbox, api: Api, exchange: Exchange, monkeypatch) -> None:
+def test_lifecycle_model_long(
+    app_env, sandbox: Sandbox, azurite: Azurite, api: Api, exchange: Exchange, monkeypatch
+) -> None:
     # LIFECYCLE_MODEL_EXAMPLES / LIFECYCLE_MODEL_STEPS change the size of this run (a search of your own).
     examples = int(os.environ.get("LIFECYCLE_MODEL_EXAMPLES", "150"))
     steps = int(os.environ.get("LIFECYCLE_MODEL_STEPS", "40"))
-    stats = run_model(sandbox, api, exchange, monkeypatch, max_examples=examples, stateful_step_count=steps)
+    stats = run_model(sandbox, api, exchange, monkeypatch, azurite, max_examples=examples, stateful_step_count=steps)
     assert stats.examples >= examples
 
 

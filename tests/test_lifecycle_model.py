@@ -86,8 +86,12 @@ CLI_SETTINGS = "/nonexistent/lifecycle-model/local.settings.json"  # the CLI rea
 
 # Invariant checks that today's code is known to fail, each someone's to fix: a failure of one of
 # these is counted and printed at the end of the run (with its first message) instead of failing
-# it. Delete the entry once the fix is in: from then on the model holds the code to it.
-KNOWN_DEFECTS: dict[str, str] = {"I10b": "issue 18 defect 3 (lead)"}
+# it (with True: only in an example where a storage outage cut an operation short; elsewhere it
+# still fails the run). Delete the entry once the fix is in: from then on the model holds the code to it.
+KNOWN_DEFECTS: dict[str, tuple[str, bool]] = {
+    "I10b": ("issue 18 defect 3 (lead)", False),
+    "I9": ("issue 18 defect 8 (lead): a list by customer holds an id twice after an interrupted move", True),
+}
 
 # Faults the model may queue, per Partner Center operation. A 429/503 whose Retry-After is past
 # the inline budget (PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS=2 in the tests) comes straight back.
@@ -219,7 +223,7 @@ def check_invariants(world: World) -> Violations:
         v.check("I8", stored is not None, f"GET {request_id} finds nothing (retention did not delete it)")
     for customer in world.customers:
         rows, problem = world.walk(ListFilter(customer_id=customer), INVARIANT_PAGE, "store")
-        v.check("I9", problem is None, f"a list of {customer}: {problem}")
+        v.check("I12", problem is None, f"a list of {customer}: {problem}")
         check_list(v, world, rows, shown, lambda rid, c=customer: live[rid] == c, f"a list of {customer}")
     # I6: no secret in any log line or response.
     secrets = {world.sandbox.app_secret, *world.sandbox.issued_refresh_tokens, *world.sandbox.issued_access_tokens}
@@ -335,6 +339,7 @@ class World:
     seen_deliveries: int = 0
     failed: bool = False
     outage: StorageOutage | None = None  # storage goes through it when the run models outages
+    cut_short: int = 0  # operations a storage outage cut short in this example
 
     def live(self) -> dict[str, str]:
         """Accepted requests retention has not deleted: request id -> customer."""
@@ -345,12 +350,26 @@ class World:
         self.stats.invariants[name] += 1
         if condition:
             return
-        if name in KNOWN_DEFECTS:
-            self.stats.known[name] += 1
-            self.stats.known_first.setdefault(name, f"{name}: {message}")
+        if self.known(name, f"{name}: {message}"):
             return
         self.failed = True
         raise AssertionError(f"{name}: {message}")
+
+    def known(self, name: str, message: str) -> bool:
+        """A failure of a known defect's check (see KNOWN_DEFECTS): counted, not raised."""
+        reason = KNOWN_DEFECTS.get(name)
+        if reason is None or (reason[1] and not self.cut_short):
+            return False
+        self.stats.known[name] += 1
+        self.stats.known_first.setdefault(name, message)
+        return True
+
+    def settle(self, v: Violations, extra: list[str] | None = None) -> None:
+        """Count an evaluation's checks; raise with every failure that is not a known defect's."""
+        self.stats.invariants.update(v.checked)
+        found = (extra or []) + [message for name, message in v.found if not self.known(name, message)]
+        self.failed = bool(found)
+        assert not found, "\n".join(found)
 
     def store_records(self) -> list[UpgradeRequestRecord]:
         return list(self.a.store.all_records())
@@ -645,13 +664,9 @@ class LifecycleModel(RuleBasedStateMachine):
         shown = {request_id: world.a.store.get(request_id) for request_id in live}
         rows, problem = world.walk(chosen, top, via)
         v = Violations()
-        v.check("I9", problem is None, f"list {chosen} ({via}): {problem}")
+        v.check("I12", problem is None, f"list {chosen} ({via}): {problem}")
         check_list(v, world, rows, shown, selected, f"list {chosen} ({via}, top {top})")
-        for name, count in v.checked.items():
-            world.stats.invariants[name] += count
-        if v.found:
-            world.failed = True
-            raise AssertionError("\n".join(message for _, message in v.found))
+        world.settle(v)
         self.step("list")
 
     @rule(pick=st.integers(0, 50), subscribe=st.booleans(), receiver_fails=st.booleans())
@@ -757,23 +772,23 @@ class LifecycleModel(RuleBasedStateMachine):
         world.stats.retired += deleted
         self.step(f"retention by {via}{'' if deleted else ' (nothing deleted)'}")
 
-    @rule(operation=st.sampled_from(OUTAGE_OPERATIONS), after=st.integers(0, 12))
+    @rule(operation=st.sampled_from(OUTAGE_OPERATIONS), after=st.integers(0, 15))
     def storage_fails(self, operation: str, after: int) -> None:
         """Storage stops answering after `after` requests of an operation (as if its process
-        crashed there: nothing it writes after that point lands), and is back for the next step."""
+        crashed there: nothing it writes after that point lands), and is back for the next step.
+        (A timer run or retention makes many requests; the others 0-7 or so.)"""
         world = self.world
         if world.outage is None:  # (this run does not model storage outages)
             return
         customer_id = world.customers[after % 2]
-        target = (
-            world.pick(after, (FAILED, REJECTED, PENDING)) if operation in ("retry", "cancel") else world.pick(after)
-        )
+        wanted = {"retry": (FAILED, REJECTED), "cancel": (PENDING,)}.get(operation, ())
+        target = world.pick(after, wanted)
         if operation == "timer":
             world.time_passes()
         active_before = world.active_request(customer_id)
         before = {rid: world.a.store.get(rid) for rid in world.live()} if operation == "retention" else {}
         key = f"k3-{after % 2}-{world.customers[0][:8]}"
-        world.outage.after(after)
+        world.outage.after(after if operation in ("timer", "retention") else after % 8)
         try:
             if operation.startswith("post"):
                 headers = {**QUEUE, "Idempotency-Key": key} if "key" in operation else {}
@@ -813,6 +828,7 @@ class LifecycleModel(RuleBasedStateMachine):
         finally:
             refused = world.outage.refused
             world.outage.restore()
+            world.cut_short += bool(refused)
         if reply is not None:
             world.expect(
                 "E", reply.status != 500, f"{operation} during a storage outage answered 500: {reply.body[:300]!r}"
@@ -916,13 +932,8 @@ class LifecycleModel(RuleBasedStateMachine):
         self.evaluate()
 
     def evaluate(self, extra: list[str] | None = None) -> None:
-        stats = self.world.stats
-        stats.checks += 1
-        result = check_invariants(self.world)
-        stats.invariants.update(result.checked)
-        found = (extra or []) + [message for _, message in result.found]
-        self.world.failed = bool(found)
-        assert not found, "\n".join(found)
+        self.world.stats.checks += 1
+        self.world.settle(check_invariants(self.world), extra)
 
     def teardown(self) -> None:
         if not hasattr(self, "world"):
@@ -962,7 +973,7 @@ class Stats:
             "repaired": self.repaired,
             "retentionDeleted": self.retired,
             "knownDefects": {
-                name: {"failures": count, "reason": KNOWN_DEFECTS[name], "first": self.known_first[name]}
+                name: {"failures": count, "reason": KNOWN_DEFECTS[name][0], "first": self.known_first[name]}
                 for name, count in self.known.items()
             },
         }
@@ -1040,3 +1051,28 @@ def test_a_key_replayed_after_retention_is_a_new_request(app_env, api: Api, sand
     assert store.get(first) is None
     again = api.upgrade(customer_id, headers=key).json()["requestId"]
     assert again != first, f"the replayed key resumed the deleted request {first}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 defect 8 (lead)")
+def test_a_list_by_customer_holds_a_request_once_after_an_interrupted_finalisation(
+    app_env, api: Api, sandbox: Sandbox, azurite: Azurite, monkeypatch, customer_id: str
+) -> None:
+    """I9, pinned as the long model run found it (shrunk: `storage_fails(operation='post',
+    after=3)` for a customer that is not eligible): storage goes away after the third storage
+    request of an inline POST that Partner Center refuses, i.e. while the `rejected` record is
+    being finalised. Until a timer's `repair()` runs, a list of the customer holds the request
+    twice."""
+    with contextlib.closing(StorageOutage(azurite.port)) as outage:
+        monkeypatch.setenv("AzureWebJobsStorage", outage.connection_string(azurite.connection_string))
+        reset_runtime()
+        api.upgrade(str(uuid.uuid4()), headers=dict(QUEUE))  # the table exists, the clients are warm
+        sandbox.customers.set(customer_id, eligible=False)
+        outage.after(3)
+        try:
+            reply = api.upgrade(customer_id)
+        finally:
+            outage.restore()
+        assert outage.refused, "the outage never happened: the POST made fewer storage requests"
+        request_id = reply.json()["requestId"]
+        page = get_runtime().store.list_page(ListFilter(customer_id=customer_id), 10, None)
+        assert [record.request_id for record in page.records] == [request_id]

@@ -269,38 +269,35 @@ def check_list(
 def check_post_answer(world: World, customer_id: str, key: str | None, active_before: str | None, answer: str) -> None:
     """I4 and I10 for one POST's answer (the request id it names), given what the model knew before it."""
     known = world.keys.get(key) if key else None
-    if known is not None and known in world.retired:
-        # I10b: retention deleted the key's request: the key went with it, a replay is a new request.
-        world.expect(
-            "I10b",
-            answer != known and answer not in world.accepted,
-            (
-                f"key {key}: retention deleted its request {known}, yet a replay answered {answer} "
-                "(the key outlived its request and resumed the deleted id)"
-            ),
-        )
-        world.keys[key] = answer
-    elif known is not None:
+    if known is not None and known not in world.retired:
         # I10: an idempotency key answers its own request and no other.
         world.expect("I10", answer == known, f"key {key} answered {answer}, but it names {known}")
-    elif active_before is not None:
+        return
+    if known is not None:
+        # I10b: retention deleted the key's request, and the key went with it: a replay is a new
+        # POST (the two checks below), never the deleted id resumed.
+        world.expect(
+            "I10b",
+            answer != known,
+            f"key {key}: retention deleted its request {known}, yet a replay resumed that id "
+            "(the key outlived its request)",
+        )
+    if active_before is not None:
         # I4: the customer has an active request: a new POST (no key, or a key never used) replays it.
         world.expect(
             "I4",
             answer == active_before,
             f"a new POST for {customer_id} answered {answer}, not its active request {active_before}",
         )
-        if key:
-            world.keys[key] = answer
-    else:
+    elif answer != known or "I10b" not in KNOWN_DEFECTS:
         # I4: no active request: the lock names nothing (or only a stale one), so this is a new request.
         world.expect(
             "I4",
             answer not in world.accepted,
             f"a POST for {customer_id} with no active request answered the earlier request {answer}",
         )
-        if key:
-            world.keys[key] = answer
+    if key:
+        world.keys[key] = answer
 
 
 # I5 (once faults stop, every accepted request reaches a final state) is `World.drain`.

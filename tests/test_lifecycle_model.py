@@ -8,7 +8,8 @@ the CLI); the timer runs on two instances (two runtimes, two lease owners); `rep
 retention runs after time moved past its window (the timer, or `purge_expired`); Partner Center
 throttles, fails, loses answers before or after the create took effect, lands a create late, or
 accepts without a `Location`; time passes (backoffs end, leases expire); a worker crashes holding
-a claim (before or after its create went out); access tokens expire; an operator re-consents.
+a claim (before or after its create went out); storage goes away partway through an operation
+(the long run: `tests/storage_outage.py`); access tokens expire; an operator re-consents.
 Storage is Azurite, Partner Center / Entra / Key Vault are the sandbox, callbacks go to a
 loopback receiver; nothing inside the app is mocked.
 

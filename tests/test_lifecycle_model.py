@@ -89,10 +89,7 @@ CLI_SETTINGS = "/nonexistent/lifecycle-model/local.settings.json"  # the CLI rea
 # these is counted and printed at the end of the run (with its first message) instead of failing
 # it (with True: only in an example where a storage outage cut an operation short; elsewhere it
 # still fails the run). Delete the entry once the fix is in: from then on the model holds the code to it.
-KNOWN_DEFECTS: dict[str, tuple[str, bool]] = {
-    "I10b": ("issue 18 defect 3 (lead)", False),
-    "I9": ("issue 18 defect 8 (lead): a list by customer holds an id twice after an interrupted move", True),
-}
+KNOWN_DEFECTS: dict[str, tuple[str, bool]] = {}  # defects 3 and 8 of issue 18 were here until fixed
 
 # Faults the model may queue, per Partner Center operation. A 429/503 whose Retry-After is past
 # the inline budget (PARTNER_CENTER_MAX_RETRY_AFTER_SECONDS=2 in the tests) comes straight back.
@@ -1035,7 +1032,6 @@ def test_lifecycle_model_long(
     assert stats.examples >= examples
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 defect 3 (lead)")
 def test_a_key_replayed_after_retention_is_a_new_request(app_env, api: Api, sandbox: Sandbox, customer_id: str) -> None:
     """I10b, pinned: retention deleted a request, so its key went with it; a replay of the key is
     a new request (a new id), never the deleted id resumed. Today the key outlives its request and
@@ -1051,7 +1047,6 @@ def test_a_key_replayed_after_retention_is_a_new_request(app_env, api: Api, sand
     assert again != first, f"the replayed key resumed the deleted request {first}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 defect 8 (lead)")
 def test_a_list_by_customer_holds_a_request_once_after_an_interrupted_finalisation(
     app_env, api: Api, sandbox: Sandbox, azurite: Azurite, monkeypatch, customer_id: str
 ) -> None:

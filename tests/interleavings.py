@@ -78,6 +78,19 @@ class Schedule:
     def __str__(self) -> str:
         return " ".join(str(segment) for segment in self.segments)
 
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        """The inverse of `str`: "repair@2 delete-callback@4 repair* delete-callback*"."""
+        segments = []
+        for word in text.split():
+            if word.endswith("*"):
+                segments.append(Segment(word[:-1]))
+                continue
+            mark = "!" if "!" in word else "@"
+            actor, until = word.rsplit(mark, 1)
+            segments.append(Segment(actor, int(until), crash=mark == "!"))
+        return cls(tuple(segments))
+
     @property
     def crashes(self) -> bool:
         return any(segment.crash for segment in self.segments)

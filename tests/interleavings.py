@@ -48,7 +48,7 @@ TABLE_METHODS = (
 SETTLE_SECONDS = 30.0
 
 
-class Crash(BaseException):  # noqa: N818 - it is what it says: the process died here
+class Crash(BaseException):
     """Injected: the operation's process died at this call (the harness swallows it)."""
 
 
@@ -288,8 +288,10 @@ class Scheduler:
                 actor.grant = decision
                 self._cv.notify_all()
             settled = self._cv.wait_for(
-                lambda: actor.state in ("done", "crashed", "failed")
-                or (actor.state == "paused" and actor.calls > before and actor.waiting > 0),
+                lambda: (
+                    actor.state in ("done", "crashed", "failed")
+                    or (actor.state == "paused" and actor.calls > before and actor.waiting > 0)
+                ),
                 timeout=SETTLE_SECONDS,
             )
         if not settled:
@@ -305,7 +307,7 @@ class Scheduler:
             result = actor.fn()
         except Crash:
             outcome = "crashed"
-        except BaseException as caught:  # noqa: BLE001 - reported as the operation's failure
+        except BaseException as caught:  # reported as the operation's failure
             outcome, error = "failed", caught
         with self._cv:
             actor.result, actor.error = result, error

@@ -211,16 +211,12 @@ OPERATIONS: dict[str, tuple[Callable[[Ctx], Any], tuple[str, ...]]] = {
         ("failed", "failed-in-a"),
     ),
     "retry-force": (
-        lambda ctx: [
-            _on_request(ctx, _route(ctx, "retry_product_upgrade_request", "POST", "/retry", {"force": True}))
-        ],
+        lambda ctx: [_on_request(ctx, _route(ctx, "retry_product_upgrade_request", "POST", "/retry", {"force": True}))],
         ("rejected", "failed"),
     ),
     "set-callback": (
         lambda ctx: [
-            _on_request(
-                ctx, _route(ctx, "put_product_upgrade_callback", "PUT", "/callback", {"url": ctx.receiver.url})
-            )
+            _on_request(ctx, _route(ctx, "put_product_upgrade_callback", "PUT", "/callback", {"url": ctx.receiver.url}))
         ],
         ("pending", "submitted", "failed", "failed-in-a"),
     ),
@@ -358,9 +354,9 @@ def check_invariants(ctx: Ctx, run: Any, creates_before: int, upgrades_before: i
     if world.request_id:
         keyed.add(world.request_id)
     check(len(keyed) <= 1, f"the Idempotency-Key answered several requests: {sorted(keyed)}")
-    if keyed:
+    own = next(iter(keyed)) if len(keyed) == 1 else None
+    if own is not None and not excused(own):  # a key lives as long as its request (issue 18, 3)
         replay = _post(ctx, queue=True, keyed=True)
-        (own,) = keyed
         check(
             replay.request_id == own,
             f"the Idempotency-Key of {own} now answers {replay.status} {replay.request_id} ({replay.state})",
@@ -393,7 +389,8 @@ class Explorer:
         from azure.data.tables import TableClient
 
         with TableClient.from_connection_string(
-            os.environ["AzureWebJobsStorage"], table_name=os.environ["UPGRADE_REQUESTS_TABLE"]
+            os.environ["AzureWebJobsStorage"],  # noqa: SIM112 - the host's own spelling
+            table_name=os.environ["UPGRADE_REQUESTS_TABLE"],
         ) as table:
             for entity in list(table.list_entities(select=["PartitionKey", "RowKey"])):
                 table.delete_entity(entity["PartitionKey"], entity["RowKey"])
@@ -438,7 +435,9 @@ class Explorer:
             with open(log, "a") as out:
                 out.write(("KNOWN " if ident in KNOWN else "NEW ") + text + "\n\n")
 
-    def pair(self, world: str, a: str, b: str, *, exhaustive: bool, sample: random.Random | None = None) -> None:
+    def pair(
+        self, world: str, a: str, b: str, *, exhaustive: bool, sample: random.Random | None = None, sample_size: int = 2
+    ) -> None:
         """Every schedule of the families for (A, B) in this world (a sample of them with `sample`)."""
         names = (a, b) if a != b else (a, b + "'")
         first = Schedule((Segment(names[0]), Segment(names[1])))
@@ -457,7 +456,7 @@ class Explorer:
             every = all_interleavings(names[0], names[1], calls_a, calls_b, FULL_ENUMERATION_LIMIT)
             schedules += [s for s in every or [] if s not in schedules]
         if sample is not None:
-            schedules = sample.sample(schedules, min(len(schedules), 2))
+            schedules = sample.sample(schedules, min(len(schedules), sample_size))
         for schedule in schedules:
             run, broken = self.one(world, names, schedule)
             self.record(f"{world}: {schedule}", run, broken)
@@ -536,10 +535,15 @@ def test_interleavings_exhaustive(explorer: Explorer):
     (and every interleaving when there are at most FULL_ENUMERATION_LIMIT), and the triples."""
     started = time.monotonic()
     only = os.environ.get("EXPLORER_ONLY")  # e.g. "failed-in-a" or "repair": a part of the catalogue
+    sample_size = int(os.environ.get("EXPLORER_SAMPLE", "0"))  # a quick survey: this many schedules per pair
+    rng = random.Random(18)
     for world, a, b in pairs():
         if only and only not in (world, a, b):
             continue
-        explorer.pair(world, a, b, exhaustive=True)
+        if sample_size:
+            explorer.pair(world, a, b, exhaustive=False, sample=rng, sample_size=sample_size)
+        else:
+            explorer.pair(world, a, b, exhaustive=True)
         if os.environ.get("EXPLORER_LOG"):
             with open(os.environ["EXPLORER_LOG"], "a") as out:
                 out.write(f"# done {world} {a} {b}: {explorer.report('exhaustive')}\n")
@@ -548,4 +552,3 @@ def test_interleavings_exhaustive(explorer: Explorer):
             continue
         explorer.triple(world, a, b, c)
     _finish(explorer, "exhaustive", started)
-

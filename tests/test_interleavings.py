@@ -259,6 +259,11 @@ def pairs() -> Iterator[tuple[str, str, str]]:
 # fail if the schedule breaks again.
 DEFECT_1 = "issue 18 defect 1: repair() racing a replace of a final record still in a- loses the request"
 DEFECT_2 = "issue 18 defect 2: a stale repair releases the lock of a request reopened in its gap"
+DEFECT_8 = "issue 18 defect 8: a list by customer holds one id twice (its a- and f- copies) during or after a move"
+FINDING_A = (
+    "explorer finding A (new): RequestStore.get reads a- then f-, so a read racing a reopen (retry) "
+    "sees neither copy: 404 for a request that exists"
+)
 KNOWN: dict[str, str] = {
     "failed-in-a: repair@2 delete-callback@4 repair* delete-callback*": DEFECT_1,
     "failed-in-a: repair@2 delete-callback@5 repair* delete-callback*": DEFECT_1,
@@ -268,6 +273,51 @@ KNOWN: dict[str, str] = {
     "failed-in-a: repair@4 repair'* repair@8 retry* repair*": DEFECT_2,
     "failed-in-a: repair@5 repair'* repair@8 retry* repair*": DEFECT_2,
 }
+
+
+def known_shape(world: str, broken: list[str], trace: list[tuple[str, int, str]]) -> str | None:
+    """Which known defect a finding is, by what broke and the calls that broke it (None: new).
+    Each shape is the code path of one defect in today's store; when a fix is merged, delete its
+    shape here and its entries in KNOWN, and the explorer fails on any schedule that still breaks."""
+    calls = [(actor, label) for actor, _, label in trace]
+
+    def stale_move_deleted_final() -> bool:  # an actor's move took "an a- copy exists" as "reopened"
+        for k in range(len(calls) - 3):
+            actor = calls[k][0]
+            own = [label for who, label in calls[k:] if who == actor][:4]
+            moved = bool(own) and own[0].startswith("submit_transaction[") and "delete:a-/row" in own[0]
+            if moved and own[1:4] == ["delete_entity a-/row", "get_entity a-/row", "delete_entity f-/row"]:
+                return True
+        return False
+
+    def stale_release() -> bool:  # the fallback released the lock after another actor re-created it
+        for k, (actor, label) in enumerate(calls):
+            if label.startswith("submit_transaction[create:a-/lock"):
+                later = [lbl for who, lbl in calls[k:] if who != actor]
+                if "get_entity a-/lock" in later and "delete_entity a-/lock" in later:
+                    return True
+        return False
+
+    def read_across_reopen() -> bool:  # a reader's a- read before a reopen, its f- read after it
+        for k, (actor, label) in enumerate(calls):
+            if label.startswith("submit_transaction[create:a-/lock, create:a-/row]"):
+                before = {who for who, lbl in calls[:k] if lbl == "get_entity a-/row" and who != actor}
+                after = {who for who, lbl in calls[k:] if lbl == "get_entity f-/row" and who != actor}
+                if before & after:
+                    return True
+        return False
+
+    text = "\n".join(broken)
+    lost = "lacks" in text or "answered 404" in text
+    if world == "failed-in-a" and lost and "GET " in text and stale_move_deleted_final():
+        return DEFECT_1
+    if "lock does not name the active request" in text and stale_release():
+        return DEFECT_2
+    if "one id twice" in text and all("one id twice" in line or "Idempotency-Key" in line for line in broken):
+        return DEFECT_8
+    if lost and "GET " not in text and read_across_reopen():
+        return FINDING_A
+    return None
 
 
 # --- the invariants -------------------------------------------------------------------------
@@ -315,19 +365,20 @@ def check_invariants(ctx: Ctx, run: Any, creates_before: int, upgrades_before: i
     # Afterwards: every given request is found by GET and by the customer's list.
     store = get_runtime().store
     listed: list[str] = []
-    records: dict[str, Any] = {}
+    active_ids: set[str] = set()
     token = None
     for _ in range(20):
         page = store.list_page(ListFilter(customer_id=world.customer_id), 2, token)
         listed += [record.request_id for record in page.records]
-        records.update({record.request_id: record for record in page.records})
+        # (a list may hold an id twice, active and final: defect 8; any active copy counts)
+        active_ids |= {record.request_id for record in page.records if record.state in ACTIVE_STATES}
         token = page.continuation_token
         if token is None:
             break
     check(len(listed) == len(set(listed)), f"list of the customer holds one id twice: {listed}")
     # One active request per customer and family, and a new POST replays it (the lock names it).
     # (Before any GET: a GET of a submitted request polls it, and may finalise it.)
-    active = sorted(rid for rid, record in records.items() if record.state in ACTIVE_STATES)
+    active = sorted(active_ids)
     check(len(active) <= 1, f"two active requests for one customer: {active}")
     probe = api.upgrade(world.customer_id, FAMILY, headers=QUEUE)
     body = probe.json() if probe.body else {}
@@ -426,14 +477,15 @@ class Explorer:
         if not broken:
             return
         text = f"{ident}\n  broken: " + "\n  broken: ".join(broken) + "\n" + run.describe()
-        if ident in KNOWN:
-            self.figures.known.append(f"[{KNOWN[ident]}] {text}")
+        shape = KNOWN.get(ident) or known_shape(ident.split(":")[0], broken, run.trace)
+        if shape:
+            self.figures.known.append(f"[{shape}] {text}")
         else:
             self.figures.violations.append(text)
         log = os.environ.get("EXPLORER_LOG")  # a long run's findings, as they come
         if log:
             with open(log, "a") as out:
-                out.write(("KNOWN " if ident in KNOWN else "NEW ") + text + "\n\n")
+                out.write((f"KNOWN [{shape}] " if shape else "NEW ") + text + "\n\n")
 
     def pair(
         self, world: str, a: str, b: str, *, exhaustive: bool, sample: random.Random | None = None, sample_size: int = 2

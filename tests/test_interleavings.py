@@ -272,6 +272,13 @@ KNOWN: dict[str, str] = {
     "failed-in-a: repair@3 repair'* repair@8 retry* repair*": DEFECT_2,
     "failed-in-a: repair@4 repair'* repair@8 retry* repair*": DEFECT_2,
     "failed-in-a: repair@5 repair'* repair@8 retry* repair*": DEFECT_2,
+    "failed-in-a: delete-callback@3 delete-callback'@5 delete-callback* delete-callback'*": DEFECT_1,
+    "failed-in-a: delete-callback@4 repair* delete-callback@9 retry* delete-callback*": DEFECT_2,
+    "pending: cancel@6 list* cancel*": DEFECT_8,
+    "rejected: retry-force!6 list*": DEFECT_8,
+    "failed: get@2 retry* get*": FINDING_A,
+    "rejected: get@2 retry-force* get*": FINDING_A,
+    "failed: retry@2 retry'@2 retry* retry'*": FINDING_A,
 }
 
 
@@ -545,9 +552,10 @@ def explorer(api: Api, sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield Explorer(api, sandbox, receiver, scheduler)
 
 
-def _finish(explorer: Explorer, mode: str, started: float) -> None:
+def _finish(explorer: Explorer, mode: str, started: float, record_property: Callable[[str, object], None]) -> None:
     explorer.figures.seconds = time.monotonic() - started
     print("\n" + explorer.report(mode))
+    record_property("figures", explorer.report(mode))  # printed at the end of the run (conftest.py)
     for text in explorer.figures.known:
         print("known: " + text.splitlines()[0])
     assert not explorer.figures.violations, (
@@ -571,18 +579,18 @@ def test_known_defect(explorer: Explorer, ident: str):
 BOUNDED_PAIRS = 14  # pairs sampled (seeded) for the normal run, 2-3 schedules each
 
 
-def test_interleavings_bounded(explorer: Explorer):
+def test_interleavings_bounded(explorer: Explorer, record_property: Callable[[str, object], None]):
     """A fixed, seeded sample of (world, A, B) with two schedules each, plus the known shapes."""
     started = time.monotonic()
     rng = random.Random(18)
     catalogue = list(pairs())
     for world, a, b in rng.sample(catalogue, BOUNDED_PAIRS):
         explorer.pair(world, a, b, exhaustive=False, sample=rng)
-    _finish(explorer, "bounded", started)
+    _finish(explorer, "bounded", started, record_property)
 
 
 @pytest.mark.slow
-def test_interleavings_exhaustive(explorer: Explorer):
+def test_interleavings_exhaustive(explorer: Explorer, record_property: Callable[[str, object], None]):
     """Every ordered pair in every world it matters in, each with every schedule of its families
     (and every interleaving when there are at most FULL_ENUMERATION_LIMIT), and the triples."""
     started = time.monotonic()
@@ -603,4 +611,4 @@ def test_interleavings_exhaustive(explorer: Explorer):
         if only and only not in (world, a, b, c):
             continue
         explorer.triple(world, a, b, c)
-    _finish(explorer, "exhaustive", started)
+    _finish(explorer, "exhaustive", started, record_property)

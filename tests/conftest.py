@@ -293,6 +293,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         value
         for reports in terminalreporter.stats.values()
         for report in reports
+        if getattr(report, "when", None) == "call"
         for name, value in getattr(report, "user_properties", ())
         if name == "figures"
     ]

@@ -294,3 +294,21 @@ def inbound_secret(app_env, sandbox, monkeypatch) -> str:
     monkeypatch.setenv("INBOUND_SIGNATURES_REQUIRED", "true")
     reset_runtime()
     return secret
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    """Figures a test recorded with `record_property("figures", text)` (the interleaving
+    explorer's counts), printed at the end of the run: under xdist too, since properties travel
+    with the reports, and without `-s`."""
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "figures"
+    ]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(str(line))

@@ -10,9 +10,9 @@ the customer's request before the operations start), built through the same publ
 
 `test_interleavings_bounded` runs a fixed sample (normal run, `make test`);
 `test_interleavings_exhaustive` every ordered pair in every world it matters in, plus the
-stale-actor triples (`slow`, `make chaos`). `KNOWN` lists the schedules that fail on today's main
-for defects the store rewrite fixes: they are reported, not failed; remove an entry once fixed
-(`test_known_defect` keeps each one as an `xfail(strict=False)`).
+stale-actor triples (`slow`, `make chaos`). `FOUND_ON_THE_OLD_STORE` lists the schedules the
+explorer found failing on the store before issue 18's fixes (defects 1, 2, 8 and its own finding
+A): `test_schedule_found_on_the_old_store` runs each and requires every invariant to hold now.
 """
 
 from __future__ import annotations
@@ -254,9 +254,8 @@ def pairs() -> Iterator[tuple[str, str, str]]:
                     yield world, a, b
 
 
-# Schedules that fail on today's main for defects the lead fixes in the store (issue 18). Remove
-# an entry once its fix is merged: test_known_defect then passes (XPASS) and the pair tests
-# fail if the schedule breaks again.
+# Schedules the explorer found failing on the store before issue 18's fixes, with what broke then;
+# each is a regression test now (test_schedule_found_on_the_old_store), and no finding is excused.
 DEFECT_1 = "issue 18 defect 1: repair() racing a replace of a final record still in a- loses the request"
 DEFECT_2 = "issue 18 defect 2: a stale repair releases the lock of a request reopened in its gap"
 DEFECT_8 = "issue 18 defect 8: a list by customer holds one id twice (its a- and f- copies) during or after a move"
@@ -264,7 +263,7 @@ FINDING_A = (
     "explorer finding A (new): RequestStore.get reads a- then f-, so a read racing a reopen (retry) "
     "sees neither copy: 404 for a request that exists"
 )
-KNOWN: dict[str, str] = {
+FOUND_ON_THE_OLD_STORE: dict[str, str] = {
     "failed-in-a: repair@2 delete-callback@4 repair* delete-callback*": DEFECT_1,
     "failed-in-a: repair@2 delete-callback@5 repair* delete-callback*": DEFECT_1,
     "failed-in-a: repair@2 delete-callback@6 repair* delete-callback*": DEFECT_1,
@@ -282,51 +281,6 @@ KNOWN: dict[str, str] = {
 }
 
 
-def known_shape(world: str, broken: list[str], trace: list[tuple[str, int, str]]) -> str | None:
-    """Which known defect a finding is, by what broke and the calls that broke it (None: new).
-    Each shape is the code path of one defect in today's store; when a fix is merged, delete its
-    shape here and its entries in KNOWN, and the explorer fails on any schedule that still breaks."""
-    calls = [(actor, label) for actor, _, label in trace]
-
-    def stale_move_deleted_final() -> bool:  # an actor's move took "an a- copy exists" as "reopened"
-        for k in range(len(calls) - 3):
-            actor = calls[k][0]
-            own = [label for who, label in calls[k:] if who == actor][:4]
-            moved = bool(own) and own[0].startswith("submit_transaction[") and "delete:a-/row" in own[0]
-            if moved and own[1:4] == ["delete_entity a-/row", "get_entity a-/row", "delete_entity f-/row"]:
-                return True
-        return False
-
-    def stale_release() -> bool:  # the fallback released the lock after another actor re-created it
-        for k, (actor, label) in enumerate(calls):
-            if label.startswith("submit_transaction[create:a-/lock"):
-                later = [lbl for who, lbl in calls[k:] if who != actor]
-                if "get_entity a-/lock" in later and "delete_entity a-/lock" in later:
-                    return True
-        return False
-
-    def read_across_reopen() -> bool:  # a reader's a- read before a reopen, its f- read after it
-        for k, (actor, label) in enumerate(calls):
-            if label.startswith("submit_transaction[create:a-/lock, create:a-/row]"):
-                before = {who for who, lbl in calls[:k] if lbl == "get_entity a-/row" and who != actor}
-                after = {who for who, lbl in calls[k:] if lbl == "get_entity f-/row" and who != actor}
-                if before & after:
-                    return True
-        return False
-
-    text = "\n".join(broken)
-    lost = "lacks" in text or "answered 404" in text
-    if world == "failed-in-a" and lost and "GET " in text and stale_move_deleted_final():
-        return DEFECT_1
-    if "lock does not name the active request" in text and stale_release():
-        return DEFECT_2
-    if "one id twice" in text and all("one id twice" in line or "Idempotency-Key" in line for line in broken):
-        return DEFECT_8
-    if lost and "GET " not in text and read_across_reopen():
-        return FINDING_A
-    return None
-
-
 # --- the invariants -------------------------------------------------------------------------
 
 
@@ -337,7 +291,6 @@ class Figures:
     crashes: int = 0
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)
 
 
 def check_invariants(ctx: Ctx, run: Any, creates_before: int, upgrades_before: int, figures: Figures) -> list[str]:
@@ -484,15 +437,11 @@ class Explorer:
         if not broken:
             return
         text = f"{ident}\n  broken: " + "\n  broken: ".join(broken) + "\n" + run.describe()
-        shape = KNOWN.get(ident) or known_shape(ident.split(":")[0], broken, run.trace)
-        if shape:
-            self.figures.known.append(f"[{shape}] {text}")
-        else:
-            self.figures.violations.append(text)
+        self.figures.violations.append(text)  # every finding fails the run: none is excused
         log = os.environ.get("EXPLORER_LOG")  # a long run's findings, as they come
         if log:
             with open(log, "a") as out:
-                out.write((f"KNOWN [{shape}] " if shape else "NEW ") + text + "\n\n")
+                out.write(text + "\n\n")
 
     def pair(
         self, world: str, a: str, b: str, *, exhaustive: bool, sample: random.Random | None = None, sample_size: int = 2
@@ -537,7 +486,7 @@ class Explorer:
         f = self.figures
         return (
             f"interleavings ({mode}): {f.schedules} schedules ({f.crashes} with a crash), {f.checks} invariant "
-            f"checks, {len(f.violations)} violations, {len(f.known)} known (issue 18), {f.seconds:.1f} s"
+            f"checks, {len(f.violations)} violations, {f.seconds:.1f} s"
         )
 
 
@@ -556,19 +505,15 @@ def _finish(explorer: Explorer, mode: str, started: float, record_property: Call
     explorer.figures.seconds = time.monotonic() - started
     print("\n" + explorer.report(mode))
     record_property("figures", explorer.report(mode))  # printed at the end of the run (conftest.py)
-    for text in explorer.figures.known:
-        print("known: " + text.splitlines()[0])
     assert not explorer.figures.violations, (
         f"{len(explorer.figures.violations)} schedule(s) broke an invariant:\n\n"
         + "\n\n".join(explorer.figures.violations[:5])
     )
 
 
-@pytest.mark.parametrize(
-    "ident", [pytest.param(ident, marks=pytest.mark.xfail(strict=False, reason=KNOWN[ident])) for ident in KNOWN]
-)
-def test_known_defect(explorer: Explorer, ident: str):
-    """Each schedule the explorer found failing on main for a defect the store rewrite fixes."""
+@pytest.mark.parametrize("ident", list(FOUND_ON_THE_OLD_STORE))
+def test_schedule_found_on_the_old_store(explorer: Explorer, ident: str):
+    """Each schedule the explorer found failing on the old store (its defect in the dict) holds now."""
     world, text = ident.split(": ", 1)
     schedule = Schedule.parse(text)
     names = tuple(dict.fromkeys(segment.actor for segment in schedule.segments))
@@ -580,7 +525,7 @@ BOUNDED_PAIRS = 14  # pairs sampled (seeded) for the normal run, 2-3 schedules e
 
 
 def test_interleavings_bounded(explorer: Explorer, record_property: Callable[[str, object], None]):
-    """A fixed, seeded sample of (world, A, B) with two schedules each, plus the known shapes."""
+    """A fixed, seeded sample of (world, A, B) with two schedules each."""
     started = time.monotonic()
     rng = random.Random(18)
     catalogue = list(pairs())

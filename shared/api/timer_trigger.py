@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
+from shared.api.campaign_wiring import campaign_runner
 from shared.runtime import get_runtime
 from shared.upgrade_requests.timer_run import RunReport
 from shared.upgrade_requests.timer_run import process_pending as run_pending
@@ -27,6 +28,7 @@ def process_pending(timer: func.TimerRequest | None = None, context: func.Contex
         budget_seconds=settings.pending_run_seconds,
         thread_initializer=_invocation_binder(context),
         retention_days=settings.request_retention_days,
+        campaigns=lambda until: campaign_runner(runtime).run(until).as_dict(),
     )
 
 

@@ -56,6 +56,7 @@ class RunReport:
     repaired: int = 0
     expired_deleted: int = 0
     seconds: float = 0.0
+    campaigns: dict[str, object] = field(default_factory=dict)  # the campaign runner's report
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +69,7 @@ class RunReport:
             "repaired": self.repaired,
             "expiredDeleted": self.expired_deleted,
             "seconds": round(self.seconds, 3),
+            "campaigns": self.campaigns,
         }
 
 
@@ -102,10 +104,11 @@ def process_pending(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
     retention_days: int | None = None,
+    campaigns: Callable[[float], dict[str, object]] | None = None,
 ) -> RunReport:
     # A claim's final write is one storage call: a tenth of the run (at most 10 s) is kept for it.
     with deadline(budget_seconds, reserve_share=RUN_RESERVE_SHARE):
-        return _run(processor, owner, concurrency, budget_seconds, thread_initializer, retention_days)
+        return _run(processor, owner, concurrency, budget_seconds, thread_initializer, retention_days, campaigns)
 
 
 def _run(
@@ -115,6 +118,7 @@ def _run(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None,
     retention_days: int | None,
+    campaigns: Callable[[float], dict[str, object]] | None = None,
 ) -> RunReport:
     started = time.monotonic()
     run_deadline = started + budget_seconds
@@ -184,6 +188,7 @@ def _run(
         with lock:
             report.callbacks[state] += 1
 
+    campaign_thread = _campaign_thread(campaigns, claims_until, report, thread_initializer)
     with ThreadPoolExecutor(
         max_workers=concurrency, thread_name_prefix="pending", initializer=thread_initializer
     ) as pool:
@@ -198,6 +203,8 @@ def _run(
                 log.exception("pending.request_failed owner=%s", owner)
                 with lock:
                     report.outcomes["error"] += 1
+    if campaign_thread is not None:
+        campaign_thread.join()
     if retention_days is not None and time.monotonic() < claims_until and not out_of_time.is_set():
         cutoff = processor.clock() - timedelta(days=retention_days)
         report.expired_deleted = processor.store.purge_expired(cutoff, RETENTION_BATCH, at_most_every=RETENTION_EVERY)
@@ -214,3 +221,30 @@ def _run(
     )
     log.info("pending.run_finished owner=%s report=%s", owner, report.as_dict())
     return report
+
+
+def _campaign_thread(
+    campaigns: Callable[[float], dict[str, object]] | None,
+    until: float,
+    report: RunReport,
+    thread_initializer: Callable[[], None] | None,
+) -> threading.Thread | None:
+    """Campaign work (`shared.upgrade_requests.campaigns.runner`) beside the requests' pool, on a
+    thread of its own: its calls are paced (spread over the run, not burst at its start), so it
+    must not hold one of the pool's workers. It ends by the claim cutoff, like claims."""
+    if campaigns is None:
+        return None
+    run = campaigns  # narrowed for the closure
+
+    def work() -> None:
+        if thread_initializer is not None:
+            thread_initializer()
+        try:
+            report.campaigns = run(until)
+        except Exception:  # campaigns must not stop the requests' work
+            log.exception("campaigns.run_failed")
+            report.campaigns = {"error": True}
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="campaigns", daemon=True)
+    thread.start()
+    return thread

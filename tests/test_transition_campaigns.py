@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from shared.api.campaign_wiring import campaign_runner, campaign_store
-from shared.runtime import get_runtime
+from shared.errors import StorageUnavailable
+from shared.runtime import get_runtime, reset_runtime
 from shared.upgrade_requests.campaigns import runner as runner_module
 from shared.upgrade_requests.campaigns.runner import CampaignRunner
-from shared.upgrade_requests.store.campaigns import CampaignStore, campaign_pk
+from shared.upgrade_requests.processor import RequestProcessor
+from shared.upgrade_requests.record import utc_now
+from shared.upgrade_requests.store.campaigns import CampaignStore
+from shared.upgrade_requests.timer_run import process_pending
 
 from .conftest import Api
 from .test_campaign import Crash, TableEdge, run_timer
@@ -84,6 +90,34 @@ def new_campaign(api: Api, customers: list[str], **extra: Any) -> str:
 
 def run_campaigns(max_steps: int | None = None, seconds: float = 60.0) -> dict[str, Any]:
     return campaign_runner().run(time.monotonic() + seconds, max_steps).as_dict()
+
+
+def run_until_done(api: Api, *campaign_ids: str, rounds: int = 8) -> None:
+    """Timer runs (requests and campaigns), each as if status polls were due: the requests'
+    processor sees a clock that has moved on by a poll interval per round."""
+    runtime = get_runtime()
+    for n in range(1, rounds + 1):
+        later = n * (runtime.settings.status_poll_seconds + 1)
+        processor = RequestProcessor(
+            runtime.store,
+            runtime.upgrades,
+            runtime.processor.policy,
+            clock=lambda later=later: utc_now() + timedelta(seconds=later),
+        )
+        process_pending(
+            processor,
+            owner="timer",
+            concurrency=2,
+            budget_seconds=30,
+            campaigns=lambda until: campaign_runner().run(until).as_dict(),
+        )
+        if all(show(api, c).json()["state"] in ("complete", "cancelled") and not _open(api, c) for c in campaign_ids):
+            return
+
+
+def _open(api: Api, campaign_id: str) -> int:
+    counts = show(api, campaign_id).json()["counts"]
+    return counts["pending"] + counts["eligible"] + counts["requested"]
 
 
 def campaign_entities() -> list[Any]:
@@ -185,10 +219,7 @@ def test_a_campaign_from_assessment_to_complete(api: Api, sandbox):
     assert by_customer[upgraded]["upgradeId"]
 
     assert act(api, campaign_id, "start").json()["state"] == "running"
-    for _ in range(6):
-        run_timer()
-        if show(api, campaign_id).json()["state"] == "complete":
-            break
+    run_until_done(api, campaign_id)
     body = show(api, campaign_id).json()
     assert body["state"] == "complete", body
     assert body["counts"]["complete"] == 1 and body["progress"]["percent"] == 100.0
@@ -217,8 +248,7 @@ def test_a_customer_in_two_campaigns_gets_one_upgrade(api: Api, sandbox):
     customer = str(uuid.uuid4())
     first = new_campaign(api, [customer], autoStart=True)
     second = new_campaign(api, [customer, *guids(1)], autoStart=True)
-    for _ in range(6):
-        run_timer()
+    run_until_done(api, first, second)
     assert sandbox.submissions(customer) == 1
     states = {show(api, c).json()["state"] for c in (first, second)}
     assert states == {"complete"}
@@ -257,8 +287,7 @@ def test_cancel_while_running_lets_requests_made_finish(api: Api, sandbox):
     run_campaigns()  # assessed, running
     run_campaigns(max_steps=2)  # two requests made
     assert act(api, campaign_id, "cancel").json()["state"] == "cancelled"
-    for _ in range(5):
-        run_timer()
+    run_until_done(api, campaign_id)
     body = show(api, campaign_id).json()
     assert body["counts"]["cancelled"] == 2 and body["counts"]["complete"] == 2, body
     assert sum(sandbox.submissions(c) for c in customers) == 2
@@ -330,7 +359,7 @@ def test_calls_are_spread_at_the_pace_within_and_across_runs(api: Api, sandbox):
     run_campaigns(seconds=2.0)
     at = [call.at for call in sandbox.calls("partner_center", "eligibility")]
     assert 3 <= len(at) <= 5, at
-    gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(at)]
     assert min(gaps) >= 0.9, gaps
     assert show(api, campaign_id).json()["pace"]["achievedLastHour"] == len(at)
 
@@ -375,13 +404,14 @@ def test_a_crash_before_any_write_of_a_run_loses_nothing(api: Api, sandbox):
         edge = TableEdge(base._table)
         edge.crash_before_write = crash_at
         crashing = CampaignRunner(CampaignStore(edge), runtime.store, runtime.intake, campaign_runner()._pc)
+        crashed = ""
         try:
             crashing.run(time.monotonic() + 30)
-        except Crash:
-            pass
+        except (Crash, StorageUnavailable) as error:
+            crashed = str(error)
+        assert crashed == "" or "Crash" in crashed
         audit(campaign_id)
-    for _ in range(6):
-        run_timer()
+    run_until_done(api, campaign_id)
     assert show(api, campaign_id).json()["state"] == "complete"
     assert audit(campaign_id) == {"complete": 5}
     assert all(sandbox.submissions(c) == 1 for c in customers)
@@ -397,7 +427,7 @@ def test_a_crash_inside_create_leaves_nothing_visible(api: Api):
         new = steering.new_campaign(
             {"name": "x", "customers": guids(3)}, max_members=10, default_per_hour=600, requested_by=None
         )
-        with pytest.raises(Crash):
+        with pytest.raises((Crash, StorageUnavailable), match="Crash"):
             steering.create(CampaignStore(edge), new)
     assert api.call("list_campaigns", "GET", "campaigns").json()["value"] == []
     run_campaigns()  # the orphan active entries are young: kept, harmless
@@ -411,12 +441,14 @@ def reads_of_one_run(campaign_id: str, steps: int) -> int:
     return edge.returned + edge.calls.count("get_entity")
 
 
-def test_a_run_reads_entities_for_its_work_not_the_campaign_size(api: Api, sandbox):
-    small = new_campaign(api, guids(1000))
-    reads_small = reads_of_one_run(small, 10)
-    act(api, small, "pause")
-    large = new_campaign(api, guids(10000))
-    reads_large = reads_of_one_run(large, 10)
-    assert reads_large == reads_small, (reads_small, reads_large)
-    assert reads_small < 100
-    assert len(campaign_pk(large)) > 2
+def test_a_run_reads_entities_for_its_work_not_the_campaign_size(api: Api, sandbox, monkeypatch):
+    reads = {}
+    for size in (1000, 10000):
+        monkeypatch.setenv("UPGRADE_REQUESTS_TABLE", f"t{uuid.uuid4().hex[:20]}")  # each alone in its table
+        reset_runtime()
+        campaign_id = new_campaign(api, guids(size))
+        reads_of_one_run(campaign_id, 10)  # the first run also expands a chunk of 1,000 ids
+        reads[size] = reads_of_one_run(campaign_id, 10)
+    print("entities read by a run of 10 calls:", reads)
+    assert reads[1000] == reads[10000], reads
+    assert reads[1000] <= 30, reads

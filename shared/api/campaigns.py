@@ -146,9 +146,7 @@ def list_members(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
     states = query.get("state") or []
     state = states[-1].strip().lower() if states else None
     if state is not None and state not in MEMBER_STATES:
-        raise InvalidRequest(
-            f"state must be one of: {', '.join(MEMBER_STATES)}", extensions={"parameter": "state"}
-        )
+        raise InvalidRequest(f"state must be one of: {', '.join(MEMBER_STATES)}", extensions={"parameter": "state"})
     store = campaign_store()
     steering.get(store, campaign_id)
     members, after = store.members_page(campaign_id, state, _top(query), _token(query, _MEMBER_TOKEN))

@@ -38,6 +38,7 @@ from shared.partner_center.client import PartnerCenterClient
 from shared.partner_center.customers import NextLink, customer_pages
 from shared.upgrade_requests.campaigns import pace
 from shared.upgrade_requests.campaigns.model import (
+    ALREADY_UPGRADED,
     ASSESS,
     ASSESSING,
     ASSESSMENT_FAILED,
@@ -53,9 +54,7 @@ from shared.upgrade_requests.campaigns.model import (
     REQUESTED,
     RUNNING,
     START,
-    ALREADY_UPGRADED,
     Campaign,
-    Member,
 )
 from shared.upgrade_requests.intake import Intake, idempotency_key_hash
 from shared.upgrade_requests.record import FINAL_STATES, UpgradeRequestRecord, utc_now
@@ -136,7 +135,7 @@ class CampaignRunner:
         *,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
-        follow_seconds: float = FOLLOW_SECONDS,
+        follow_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._requests = requests
@@ -144,8 +143,9 @@ class CampaignRunner:
         self._pc = partner_center
         self._clock = clock
         self._sleep = sleep
-        self._follow = timedelta(seconds=follow_seconds)
+        self._follow_seconds = follow_seconds
         self._gate: datetime | None = None  # a 429 pauses every campaign's calls until then
+        self._steps_left: int | None = None
 
     def run(self, until: float, max_steps: int | None = None) -> CampaignRunReport:
         """Work until the monotonic time `until` or until nothing is left that may go now (at most
@@ -156,18 +156,20 @@ class CampaignRunner:
         for work in works:
             self._storage_work(work, report, until)
             self._settle(work)
+        self._steps_left = max_steps
         steps = 0
         while time.monotonic() < until and (max_steps is None or steps < max_steps):
             steps += 1
-            work = self._next(works)
-            if work is None:
+            self._steps_left = None if max_steps is None else max_steps - steps + 1
+            chosen = self._next(works)
+            if chosen is None:
                 break
-            wait = (self._slot(work.campaign) - self._clock()).total_seconds()
+            wait = (self._slot(chosen.campaign) - self._clock()).total_seconds()
             if time.monotonic() + max(0.0, wait) >= until:
                 break
             if wait > 0:
                 self._sleep(wait)
-            self._paced_step(work, report, until)
+            self._paced_step(chosen, report, until)
         for work in works:
             self._settle(work)
         if works:
@@ -248,7 +250,10 @@ class CampaignRunner:
                 changes.append((MemberChange(final, stored.etag, [entry]), REQUESTED, record.state))
                 report.followed[record.state] += 1
             else:
-                row = queue_row(FOLLOW, member.customer_id, now + self._follow)
+                follow = FOLLOW_SECONDS if self._follow_seconds is None else self._follow_seconds
+                row = queue_row(FOLLOW, member.customer_id, now + timedelta(seconds=follow))
+                if row == entry.row:
+                    continue  # due again at once: nothing to rewrite
                 again = member.evolve(queue_row=row)
                 changes.append((MemberChange(again, stored.etag, [entry], row), REQUESTED, REQUESTED))
         self._apply_batches(work, changes, now)
@@ -354,6 +359,8 @@ class CampaignRunner:
                 return None
             seconds_left = max(0.0, until - time.monotonic())
             want = min(MAX_BUFFER, math.ceil(seconds_left * pace.rate(work.campaign) / 3600) + 1)
+            if self._steps_left is not None:
+                want = min(want, self._steps_left)
             entries = [e for e in self._store.queue(work.campaign_id, queue, want + len(work.skipped))]
             work.buffer = [e for e in entries if e.customer_id not in work.skipped]
             work.queue_dry = len(entries) < want + len(work.skipped)
@@ -462,9 +469,7 @@ class CampaignRunner:
 
     def _save_error(self, work: _Work, now: datetime, message: str) -> None:
         for _ in range(WRITE_ROUNDS):
-            updated = work.campaign.evolve(
-                last_error=message, pace=pace.after_call(work.campaign, now), updated_at=now
-            )
+            updated = work.campaign.evolve(last_error=message, pace=pace.after_call(work.campaign, now), updated_at=now)
             try:
                 work.stored = self._store.replace(updated, work.stored.etag)
                 return

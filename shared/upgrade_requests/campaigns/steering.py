@@ -43,7 +43,16 @@ from shared.validation import DEFAULT_PRODUCT_FAMILY, product_family_value
 
 log = logging.getLogger(__name__)
 
-CREATE_FIELDS = ("name", "productFamily", "customers", "source", "companyNamePrefix", "perHour", "notBefore", "autoStart")
+CREATE_FIELDS = (
+    "name",
+    "productFamily",
+    "customers",
+    "source",
+    "companyNamePrefix",
+    "perHour",
+    "notBefore",
+    "autoStart",
+)
 MAX_PER_HOUR = 36000
 MAX_NAME_LENGTH = 200
 MAX_PREFIX_LENGTH = 256

@@ -1,13 +1,14 @@
 r"""Campaigns in the request table: where each entity lives and every write of it.
 
-| entity                        | PartitionKey       | RowKey                          | read by                          |
-|-------------------------------|--------------------|---------------------------------|----------------------------------|
-| campaign                      | `c-{campaignId}`   | `campaign`                      | every route, the timer (point)   |
-| staged customer ids (chunk)   | `c-{campaignId}`   | `in\|{n:05d}`                   | the timer, one chunk when needed |
-| member                        | `c-{campaignId}`   | `m\|{customerId}`               | members, report, the timer       |
-| work queue entry              | `c-{campaignId}`   | `q\|assess\|{cust}`, `q\|start\|{cust}`, `q\|follow\|{dueAt}\|{cust}` | the timer: `top` of one range |
-| campaign with work            | `campaigns-active` | `{campaignId}`                  | the timer (one small partition)  |
-| list entry                    | `campaigns`        | `{9999999999 - epoch s}\|{id}`  | `GET /api/campaigns` (`top`)     |
+| entity                      | PartitionKey       | RowKey                             | read by            |
+|-----------------------------|--------------------|------------------------------------|--------------------|
+| campaign                    | `c-{campaignId}`   | `campaign`                         | routes, timer      |
+| staged customer ids (chunk) | `c-{campaignId}`   | `in\|{n:05d}`                      | timer, when needed |
+| member                      | `c-{campaignId}`   | `m\|{customerId}`                  | members, report    |
+| assess / start queue entry  | `c-{campaignId}`   | `q\|assess\|{cust}`, `q\|start\|{cust}` | timer: `top`     |
+| follow queue entry          | `c-{campaignId}`   | `q\|follow\|{dueAt}\|{cust}`        | timer: due, `top`  |
+| campaign with work          | `campaigns-active` | `{campaignId}`                     | timer (small)      |
+| list entry                  | `campaigns`        | `{9999999999 - epoch s}\|{id}`     | list (`top`)       |
 
 Why: a campaign's entities share its partition, so a member's transition (member, queue rows
 and the campaign's counts and pace) is ONE entity-group transaction: a crash leaves all of it or
@@ -116,9 +117,7 @@ class CampaignStore(TableOps):
     def create(self, campaign: Campaign, chunks: Sequence[Sequence[str]]) -> StoredCampaign:
         if len(chunks) + 1 > MAX_OPERATIONS:
             raise ValueError("too many chunks for one transaction")
-        self._insert(
-            {"PartitionKey": LIST_PARTITION, "RowKey": list_row(campaign), "CampaignId": campaign.campaign_id}
-        )
+        self._insert({"PartitionKey": LIST_PARTITION, "RowKey": list_row(campaign), "CampaignId": campaign.campaign_id})
         self._upsert(_active_entity(campaign.campaign_id))
         pk = campaign_pk(campaign.campaign_id)
         operations: list[Any] = [("create", _campaign_entity(campaign))]
@@ -297,7 +296,7 @@ class CampaignStore(TableOps):
         from azure.data.tables import TableTransactionError
 
         try:
-            return list(self._table.submit_transaction(operations))
+            return [dict(result) for result in self._table.submit_transaction(operations)]
         except TableTransactionError as error:
             if error.status_code in (404, 409, 412):
                 raise WriteConflict("campaign") from None
@@ -316,13 +315,21 @@ def _update_op(entity: dict[str, Any], etag: str) -> tuple[str, dict[str, Any], 
     from azure.core import MatchConditions
     from azure.data.tables import UpdateMode
 
-    return ("update", entity, {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
+    return (
+        "update",
+        entity,
+        {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+    )
 
 
 def _delete_op(pk: str, row: str, etag: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     from azure.core import MatchConditions
 
-    return ("delete", {"PartitionKey": pk, "RowKey": row}, {"etag": etag, "match_condition": MatchConditions.IfNotModified})
+    return (
+        "delete",
+        {"PartitionKey": pk, "RowKey": row},
+        {"etag": etag, "match_condition": MatchConditions.IfNotModified},
+    )
 
 
 def _campaign_entity(campaign: Campaign) -> dict[str, Any]:

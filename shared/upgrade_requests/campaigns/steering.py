@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import Conflict, InvalidRequest, NotFound
+from shared.errors import CampaignConflict, Conflict, InvalidRequest, NotFound
 from shared.identifiers import is_guid, new_guid
 from shared.upgrade_requests.campaigns.model import (
     ASSESSING,
@@ -58,11 +58,6 @@ MAX_NAME_LENGTH = 200
 MAX_PREFIX_LENGTH = 256
 LISTED_BAD_IDS = 20
 WRITE_ROUNDS = 10
-
-
-class CampaignConflict(Conflict):
-    slug = "campaign-conflict"
-    title = "The campaign is not in a state that allows this"
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,6 @@ def _campaign_thread(
             log.exception("campaigns.run_failed")
             report.campaigns = {"error": True}
 
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="campaigns", daemon=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="pending-campaigns", daemon=True)
     thread.start()
     return thread

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import time
 import uuid
 from datetime import timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from shared.api.campaign_wiring import campaign_runner, campaign_store
+from shared.cli import exit_codes
 from shared.errors import StorageUnavailable
 from shared.runtime import get_runtime, reset_runtime
 from shared.upgrade_requests.campaigns import runner as runner_module
@@ -452,3 +454,46 @@ def test_a_run_reads_entities_for_its_work_not_the_campaign_size(api: Api, sandb
     print("entities read by a run of 10 calls:", reads)
     assert reads[1000] == reads[10000], reads
     assert reads[1000] <= 30, reads
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    from shared.cli.__main__ import main
+
+    code = main(["--settings", "/nonexistent.json", *args])
+    return code, capsys.readouterr().out
+
+
+def test_cli_create_show_steer_report_and_exit_codes(api: Api, sandbox, capsys, tmp_path):
+    eligible, ineligible, upgraded = seed(sandbox)
+    listing = tmp_path / "customers.csv"
+    listing.write_text(f"customerId,name\n{eligible},a\n{ineligible},b\n{upgraded},c\n{eligible},a again\n")
+    code, out = cli(
+        capsys, "--json", "campaign", "create", "--name", "cli", "--file", str(listing), "--per-hour", "36000"
+    )
+    created = json.loads(out)
+    assert code == 0 and created["members"] == 3 and created["duplicatesIgnored"] == 1
+    assert created["requestedBy"]["authMethod"] == "cli"
+    campaign_id = created["campaignId"]
+    assert cli(capsys, "campaign", "start", campaign_id)[0] == exit_codes.REFUSED  # 409: still assessing
+    run_timer()
+    code, out = cli(capsys, "campaign", "show", campaign_id)
+    assert code == 0 and "ready" in out and "[" in out and "eligible 1" in out
+    code, out = cli(capsys, "campaign", "list")
+    assert code == 0 and campaign_id in out
+    assert cli(capsys, "campaign", "start", campaign_id)[0] == 0
+    run_until_done(api, campaign_id)
+    code, out = cli(capsys, "campaign", "watch", campaign_id, "--once")
+    assert code == 0 and "complete" in out
+    report_file = tmp_path / "report.json"
+    assert cli(capsys, "campaign", "report", campaign_id, "--output", str(report_file))[0] == 0
+    rows = json.loads(report_file.read_text())["value"]
+    assert {r["customerId"]: r["finalState"] for r in rows}[eligible] == "complete"
+    code, out = cli(capsys, "campaign", "report", campaign_id)
+    assert code == 0 and out.startswith("customerId,eligibility,")
+    assert cli(capsys, "campaign", "show", str(uuid.uuid4()))[0] == exit_codes.REFUSED
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customerId\nnot-a-guid\n")
+    assert cli(capsys, "campaign", "create", "--name", "x", "--file", str(bad))[0] == exit_codes.USAGE

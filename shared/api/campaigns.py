@@ -80,7 +80,7 @@ def create_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResp
         requested_by=current_caller().requested_by,
     )
     stored = steering.create(campaign_store(), new)
-    body = campaign_view(stored.campaign, req)
+    body = campaign_view(stored.campaign, app_root(req))
     body["duplicatesIgnored"] = new.duplicates
     return json_response(body, 202, correlation_id, {"Location": campaign_url(req, stored.campaign.campaign_id)})
 
@@ -92,7 +92,7 @@ def list_campaigns(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
     top = _top(query)
     token = _token(query, _LIST_TOKEN)
     campaigns, after = campaign_store().list_page(top, token)
-    body: dict[str, Any] = {"value": [campaign_view(campaign, req) for campaign in campaigns]}
+    body: dict[str, Any] = {"value": [campaign_view(campaign, app_root(req)) for campaign in campaigns]}
     if after:
         body["nextLink"] = _next_link(req, after)
     return json_response(body, 200, correlation_id)
@@ -103,7 +103,7 @@ def list_campaigns(req: func.HttpRequest, correlation_id: str) -> func.HttpRespo
 def get_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     _query(req, ())
     stored = steering.get(campaign_store(), _campaign_id(req))
-    return json_response(campaign_view(stored.campaign, req), 200, correlation_id)
+    return json_response(campaign_view(stored.campaign, app_root(req)), 200, correlation_id)
 
 
 def _action(req: func.HttpRequest, correlation_id: str, action: str) -> func.HttpResponse:
@@ -111,7 +111,7 @@ def _action(req: func.HttpRequest, correlation_id: str, action: str) -> func.Htt
     if body.strip():
         read_json_object(req.headers, body, ())
     campaign = steering.act(campaign_store(), _campaign_id(req), action)
-    return json_response(campaign_view(campaign, req), 200, correlation_id)
+    return json_response(campaign_view(campaign, app_root(req)), 200, correlation_id)
 
 
 @handled
@@ -165,7 +165,7 @@ def campaign_report(req: func.HttpRequest, correlation_id: str) -> func.HttpResp
     steering.get(store, campaign_id)
     as_json = "application/json" in (req.headers.get("accept") or "").lower()
     rows = (report_row(member) for member in store.all_members(campaign_id))
-    body = "".join(_json_lines(rows) if as_json else _csv_lines(rows))
+    body = "".join(json_lines(rows) if as_json else csv_lines(rows))
     return func.HttpResponse(
         body,
         status_code=200,
@@ -181,7 +181,8 @@ def campaign_report(req: func.HttpRequest, correlation_id: str) -> func.HttpResp
 # --- views -----------------------------------------------------------------------------------------
 
 
-def campaign_view(campaign: Campaign, req: func.HttpRequest) -> dict[str, Any]:
+def campaign_view(campaign: Campaign, root: str = "") -> dict[str, Any]:
+    """The campaign as the API shows it; its URLs under `root` (scheme and host; "" for the CLI)."""
     now = utc_now()
     counts = {state: campaign.count(state) for state in MEMBER_STATES}
     done = sum(counts[state] for state in MEMBER_FINAL)
@@ -191,7 +192,7 @@ def campaign_view(campaign: Campaign, req: func.HttpRequest) -> dict[str, Any]:
     if not campaign.discovery_done:
         left += 1  # at least one more page of the listing
     at = achieved or allowed
-    url = campaign_url(req, campaign.campaign_id)
+    url = f"{root}/api/campaigns/{campaign.campaign_id}"
     p = campaign.pace
     return {
         "campaignId": campaign.campaign_id,
@@ -261,7 +262,7 @@ def report_row(member: Member) -> dict[str, Any]:
     }
 
 
-def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+def csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -273,7 +274,7 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _json_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+def json_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield '{"value":['
     for index, row in enumerate(rows):
         yield ("," if index else "") + json.dumps(row, separators=(",", ":"))
@@ -281,6 +282,11 @@ def _json_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 
 # --- query helpers ---------------------------------------------------------------------------------
+
+
+def app_root(req: func.HttpRequest) -> str:
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def campaign_url(req: func.HttpRequest, campaign_id: str) -> str:

@@ -245,6 +245,8 @@ def _campaign_thread(
             log.exception("campaigns.run_failed")
             report.campaigns = {"error": True}
 
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="pending-campaigns", daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="pending-campaigns", daemon=True
+    )
     thread.start()
     return thread

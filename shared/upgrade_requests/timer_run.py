@@ -188,7 +188,10 @@ def _run(
         with lock:
             report.callbacks[state] += 1
 
-    campaign_thread = _campaign_thread(campaigns, claims_until, report, thread_initializer)
+    # Campaign steps are one call each: they may go on until the run's reserve (a paced campaign
+    # then works for most of the schedule's interval, not only until the claim cutoff).
+    campaigns_until = run_deadline - min(10.0, RUN_RESERVE_SHARE * budget_seconds)
+    campaign_thread = _campaign_thread(campaigns, campaigns_until, report, thread_initializer)
     with ThreadPoolExecutor(
         max_workers=concurrency, thread_name_prefix="pending", initializer=thread_initializer
     ) as pool:
@@ -203,11 +206,11 @@ def _run(
                 log.exception("pending.request_failed owner=%s", owner)
                 with lock:
                     report.outcomes["error"] += 1
-    if campaign_thread is not None:
-        campaign_thread.join()
     if retention_days is not None and time.monotonic() < claims_until and not out_of_time.is_set():
         cutoff = processor.clock() - timedelta(days=retention_days)
         report.expired_deleted = processor.store.purge_expired(cutoff, RETENTION_BATCH, at_most_every=RETENTION_EVERY)
+    if campaign_thread is not None:
+        campaign_thread.join()
     report.seconds = time.monotonic() - started
     log.info(
         "pending.run_summary owner=%s due=%s done=%s left=%s callbacks=%s repaired=%s expired_deleted=%s",
@@ -231,7 +234,7 @@ def _campaign_thread(
 ) -> threading.Thread | None:
     """Campaign work (`shared.upgrade_requests.campaigns.runner`) beside the requests' pool, on a
     thread of its own: its calls are paced (spread over the run, not burst at its start), so it
-    must not hold one of the pool's workers. It ends by the claim cutoff, like claims."""
+    must not hold one of the pool's workers. It ends by `until` (the run's reserve)."""
     if campaigns is None:
         return None
     run = campaigns  # narrowed for the closure

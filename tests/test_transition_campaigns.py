@@ -497,3 +497,61 @@ def test_cli_create_show_steer_report_and_exit_codes(api: Api, sandbox, capsys, 
     bad = tmp_path / "bad.csv"
     bad.write_text("customerId\nnot-a-guid\n")
     assert cli(capsys, "campaign", "create", "--name", "x", "--file", str(bad))[0] == exit_codes.USAGE
+
+
+def test_eligibility_errors_are_retried_then_assessment_failed_with_the_error(api: Api, sandbox):
+    flaky, refused = guids(2)
+    sandbox.faults.add("eligibility", "status", count=3, status=500)  # a 5xx three times: one member
+    campaign_id = new_campaign(api, [flaky])
+    for _ in range(3):
+        run_campaigns()
+    member = members(api, campaign_id).json()["value"][0]
+    assert member["state"] == "assessment-failed" and member["attempts"] == 3 and "500" in member["lastError"]
+    sandbox.faults.add("eligibility", "status", count=1, status=404)  # a 4xx: failed at once
+    second = new_campaign(api, [refused])
+    run_campaigns()
+    member = members(api, second).json()["value"][0]
+    assert member["state"] == "assessment-failed" and member["attempts"] == 1
+    assert show(api, second).json()["state"] == "ready"
+
+
+def test_a_campaign_cancelled_while_discovering_stops_listing_and_ends(api: Api, sandbox):
+    sandbox.seed_customers(700, random_seed=4)
+    campaign_id = create(api, {"name": "all", "source": "partner-center", "perHour": FAST}).json()["campaignId"]
+    run_campaigns(max_steps=1)
+    assert act(api, campaign_id, "cancel").json()["state"] == "cancelled"
+    run_campaigns()
+    run_campaigns()
+    body = show(api, campaign_id).json()
+    assert body["counts"]["cancelled"] == 500 and body["discovery"]["done"] is True
+    assert len(sandbox.calls("partner_center", "list_customers")) == 1
+    assert campaign_store().active() == []
+
+
+def test_pace_spacing_no_saved_up_burst_halving_and_linear_recovery():
+    from datetime import UTC, datetime
+
+    from shared.upgrade_requests.campaigns import pace
+    from shared.upgrade_requests.campaigns.model import Campaign
+
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    campaign = Campaign("c", "n", "Azure", "customers", 3600, "assessing", t0, t0)
+    campaign = campaign.evolve(pace=pace.after_call(campaign, t0))
+    assert pace.next_slot(campaign, t0) == t0 + timedelta(seconds=1)
+    later = t0 + timedelta(hours=2)  # idle: the next call goes now, then the spacing again
+    assert pace.next_slot(campaign, later) == later
+    campaign = campaign.evolve(pace=pace.after_call(campaign, later))
+    assert pace.next_slot(campaign, later) == later + timedelta(seconds=1)
+    campaign = campaign.evolve(pace=pace.after_throttle(campaign, later, 30))
+    assert pace.rate(campaign) == 1800 and pace.next_slot(campaign, later) == later + timedelta(seconds=30)
+    at = later + timedelta(seconds=30)
+    resumed = at
+    for _ in range(300):  # calls without a 429: the rate climbs back linearly in time
+        campaign = campaign.evolve(pace=pace.after_call(campaign, at))
+        at = pace.next_slot(campaign, at)
+    elapsed = (at - resumed).total_seconds()
+    expected = 1800 + 1800 * elapsed / pace.RECOVERY_SECONDS
+    assert 300 < elapsed < 600 and abs(pace.rate(campaign) - expected) < 0.02 * expected, (elapsed, pace.rate(campaign))
+    assert pace.achieved_last_hour(campaign, at) == 302  # the 429 counts; the call two hours ago does not
+    not_before = campaign.evolve(not_before=at + timedelta(days=1))
+    assert pace.next_slot(not_before, at) == at + timedelta(days=1)

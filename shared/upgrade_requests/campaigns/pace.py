@@ -6,8 +6,8 @@ across timer runs on the campaign entity, halved by a 429 and climbing back.
   slot long past is not saved up: after an idle time the next call goes now, then the spacing
   resumes (no burst at the start of a run).
 - A 429 pauses the campaign's calls for its `Retry-After` and halves the rate (at least
-  `MIN_RATE`); each call answered without one adds `perHour / RECOVERY_CALLS` back (additive
-  increase), up to `perHour`.
+  `MIN_RATE`); calls answered without one add it back linearly in time (additive increase):
+  half of `perHour` per `RECOVERY_SECONDS` of calls, up to `perHour`.
 - Calls are counted per minute for the last hour: the pace achieved, shown by GET.
 - Nothing is sent before the campaign's `notBefore`.
 """
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from shared.upgrade_requests.campaigns.model import Campaign, PaceState
 
 MIN_RATE = 1.0
-RECOVERY_CALLS = 50  # calls answered without a 429 to climb from half the pace back to all of it
+RECOVERY_SECONDS = 600.0  # from half the pace back to all of it, calling without a 429 meanwhile
 _MINUTE = "%Y-%m-%dT%H:%M"
 
 
@@ -50,7 +50,8 @@ def after_call(campaign: Campaign, at: datetime) -> PaceState:
     start = at if pace.next_at is None or pace.next_at < at - spacing(campaign) else max(at, pace.next_at)
     recovered = None
     if pace.rate is not None:
-        recovered = pace.rate + campaign.per_hour / RECOVERY_CALLS
+        step_seconds = 3600.0 / rate(campaign)  # the time this call stands for at the current rate
+        recovered = pace.rate + campaign.per_hour / 2 * step_seconds / RECOVERY_SECONDS
         recovered = None if recovered >= campaign.per_hour else recovered
     updated = replace(pace, rate=recovered, calls=pace.calls + 1, minutes=_counted(pace.minutes, at))
     return replace(updated, next_at=start + timedelta(seconds=3600.0 / _rate_of(campaign, updated)))

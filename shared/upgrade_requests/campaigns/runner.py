@@ -586,6 +586,8 @@ class CampaignRunner:
 
 def _settled(campaign: Campaign, now: datetime) -> Campaign | None:
     """The campaign moved to the state its counts call for; None when it stays."""
+    if campaign.state == CANCELLED and not campaign.discovery_done:
+        return campaign.evolve(discovery_done=True, discovery_next=None, updated_at=now)  # list no more
     if not campaign.staged_everything:
         return None
     if campaign.state == ASSESSING and campaign.count(PENDING) == 0:

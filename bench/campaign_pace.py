@@ -73,6 +73,10 @@ def paced(seconds: float) -> dict[str, Any]:
     runner, recorder = _runner()
     started = time.monotonic()
     runner.run(started + seconds)
+    from shared.api.campaign_wiring import campaign_store
+    from shared.upgrade_requests.campaigns import steering
+
+    steering.act(campaign_store(), campaign_id, "pause")  # its rest would count in the throttled run
     times = [at for at, _, _ in recorder.calls]
     span = seconds
     windows = [sum(1 for t in times if start <= t < start + 10) for start in times]

@@ -136,8 +136,10 @@ def main() -> None:
     parser.add_argument("--throttle-per-minute", type=float, default=300.0)
     args = parser.parse_args()
     with app_environment() as env:
-        log_progress("campaign pace: paced run")
-        result = {"paced": paced(args.paced_seconds)}
+        result: dict[str, Any] = {}
+        if args.paced_seconds > 0:
+            log_progress("campaign pace: paced run")
+            result["paced"] = paced(args.paced_seconds)
         log_progress("campaign pace: throttled run")
         result["throttled"] = throttled(args.throttled_members, args.throttle_per_minute, env.sandbox)
     print(json.dumps(result, indent=2))

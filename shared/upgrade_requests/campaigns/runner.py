@@ -49,6 +49,7 @@ from shared.upgrade_requests.campaigns.model import (
     FOLLOW,
     INELIGIBLE,
     MEMBER_CANCELLED,
+    MEMBER_FINAL,
     PENDING,
     READY,
     REQUESTED,
@@ -172,6 +173,7 @@ class CampaignRunner:
             self._paced_step(chosen, report, until)
         for work in works:
             self._settle(work)
+            self._log_progress(work)
         if works:
             log.info("campaigns.run_finished report=%s", report.as_dict())
         return report
@@ -206,6 +208,24 @@ class CampaignRunner:
         campaign = work.campaign
         if campaign.state in CAMPAIGN_FINAL and campaign.open_members == 0 and campaign.staged_everything:
             self._store.drop_active(campaign.campaign_id)
+
+    def _log_progress(self, work: _Work) -> None:
+        """One line per campaign per run: what the workbook's campaign view charts."""
+        campaign = work.campaign
+        done = sum(campaign.count(state) for state in MEMBER_FINAL)
+        log.info(
+            "campaign.progress campaign_id=%s name=%s state=%s done=%d total=%d asked_per_hour=%d "
+            "allowed_per_hour=%.1f achieved_last_hour=%d throttles=%d",
+            campaign.campaign_id,
+            campaign.name.replace(" ", "_")[:60],
+            campaign.state,
+            done,
+            campaign.members,
+            campaign.per_hour,
+            pace.rate(campaign),
+            pace.achieved_last_hour(campaign, self._clock()),
+            campaign.pace.throttles,
+        )
 
     def _reload(self, work: _Work) -> bool:
         stored = self._store.get(work.campaign_id)

@@ -555,3 +555,13 @@ def test_pace_spacing_no_saved_up_burst_halving_and_linear_recovery():
     assert pace.achieved_last_hour(campaign, at) == 302  # the 429 counts; the call two hours ago does not
     not_before = campaign.evolve(not_before=at + timedelta(days=1))
     assert pace.next_slot(not_before, at) == at + timedelta(days=1)
+
+
+def test_a_campaign_of_the_largest_size_is_created_in_one_transaction(api: Api):
+    started = time.monotonic()
+    reply = create(api, {"name": "all of them", "customers": guids(50000)})
+    assert reply.status == 202, reply.body[:300]
+    assert reply.json()["members"] == 50000
+    assert time.monotonic() - started < 30
+    stored = campaign_store().get(reply.json()["campaignId"])
+    assert stored is not None and stored.campaign.chunks == 50

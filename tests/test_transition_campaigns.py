@@ -231,8 +231,11 @@ def test_a_campaign_from_assessment_to_complete(api: Api, sandbox):
     assert request["status"] == "complete" and request["requestedBy"]["authMethod"] == "function-key"
     assert sandbox.submissions(eligible) == 1
     assert sandbox.submissions(ineligible) == 0 and sandbox.submissions(upgraded) == 0
-    # finished: the timer no longer reads it
+    # finished: the timer no longer reads it, and nothing steers it any more
     assert campaign_store().active() == []
+    for action in ("pause", "start", "resume", "cancel"):
+        reply = act(api, campaign_id, action)
+        assert reply.status == 409 and reply.json()["campaignState"] == "complete", (action, reply.body)
 
 
 def test_auto_start_and_members_by_state(api: Api, sandbox):

@@ -5,7 +5,7 @@ Every function here is a few lines; the logic lives in `shared/` (see README "Co
 
 import azure.functions as func
 
-from shared.api import campaign_routes, request_routes, timer_trigger, upgrade_routes
+from shared.api import campaign_routes, campaigns, request_routes, timer_trigger, upgrade_routes
 from shared.api.caller_auth import host_auth_level
 from shared.settings import PENDING_SCHEDULE_BINDING
 from shared.telemetry.setup import configure as configure_telemetry
@@ -87,6 +87,69 @@ def check_product_upgrade_eligibility(req: func.HttpRequest) -> func.HttpRespons
 def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
     """Partner Center's status of an upgrade (status and line items)."""
     return upgrade_routes.get_upgrade_status(req)
+
+
+@app.function_name("create_campaign")
+@app.route(route="campaigns", methods=["POST"])
+def create_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """A transition campaign: its customers (or Partner Center's list), assessed then started, paced."""
+    return campaigns.create_campaign(req)
+
+
+@app.function_name("list_campaigns")
+@app.route(route="campaigns", methods=["GET"])
+def list_campaigns(req: func.HttpRequest) -> func.HttpResponse:
+    """Campaigns, newest first, a page at a time (nextLink)."""
+    return campaigns.list_campaigns(req)
+
+
+@app.function_name("get_campaign")
+@app.route(route="campaigns/{campaignId}", methods=["GET"])
+def get_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """A campaign: counts by member state, pace asked and achieved, time left, last throttling."""
+    return campaigns.get_campaign(req)
+
+
+@app.function_name("start_campaign")
+@app.route(route="campaigns/{campaignId}/start", methods=["POST"])
+def start_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """Request the upgrade of every eligible member, at the campaign's pace."""
+    return campaigns.start_campaign(req)
+
+
+@app.function_name("pause_campaign")
+@app.route(route="campaigns/{campaignId}/pause", methods=["POST"])
+def pause_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """Send nothing new (requests already made finish)."""
+    return campaigns.pause_campaign(req)
+
+
+@app.function_name("resume_campaign")
+@app.route(route="campaigns/{campaignId}/resume", methods=["POST"])
+def resume_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """Go on from where the campaign was paused."""
+    return campaigns.resume_campaign(req)
+
+
+@app.function_name("cancel_campaign")
+@app.route(route="campaigns/{campaignId}/cancel", methods=["POST"])
+def cancel_campaign(req: func.HttpRequest) -> func.HttpResponse:
+    """Members not requested yet become cancelled; requests already made finish."""
+    return campaigns.cancel_campaign(req)
+
+
+@app.function_name("list_campaign_members")
+@app.route(route="campaigns/{campaignId}/members", methods=["GET"])
+def list_campaign_members(req: func.HttpRequest) -> func.HttpResponse:
+    """A campaign's members (by state), a page at a time (nextLink)."""
+    return campaigns.list_members(req)
+
+
+@app.function_name("get_campaign_report")
+@app.route(route="campaigns/{campaignId}/report", methods=["GET"])
+def get_campaign_report(req: func.HttpRequest) -> func.HttpResponse:
+    """One row per member: eligibility, reason, request, upgrade, final state, times (CSV or JSON)."""
+    return campaigns.campaign_report(req)
 
 
 @app.function_name("process_pending_requests")

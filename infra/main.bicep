@@ -73,6 +73,8 @@ var settingDefaults = {
   REQUEST_LEASE_SECONDS: '300'
   STATUS_POLL_SECONDS: '120'
   REQUEST_RETENTION_DAYS: '400'
+  CAMPAIGN_MAX_MEMBERS: '50000'
+  CAMPAIGN_DEFAULT_PER_HOUR: '600'
 }
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))

@@ -83,6 +83,11 @@ class CannotRetry(Conflict):
     title = "The request cannot be retried in its current state"
 
 
+class CampaignConflict(Conflict):
+    slug = "campaign-conflict"
+    title = "The campaign is not in a state that allows this"
+
+
 class IdempotencyKeyReused(Conflict):
     status = 422
     slug = "idempotency-key-reused"

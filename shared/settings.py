@@ -103,6 +103,14 @@ REQUEST_RETENTION_DAYS = Setting(
     "400",
     "Final requests older than this many days are deleted by the timer, in bounded batches (1-3650).",
 )
+CAMPAIGN_MAX_MEMBERS = Setting(
+    "CAMPAIGN_MAX_MEMBERS", "50000", "Most customers one campaign may list (1-99000; more is a 400)."
+)
+CAMPAIGN_DEFAULT_PER_HOUR = Setting(
+    "CAMPAIGN_DEFAULT_PER_HOUR",
+    "600",
+    "A campaign's pace when it names none: Partner Center calls per hour, spread evenly (1-36000).",
+)
 
 CALLBACK_SIGNING_SECRET_NAME = Setting(
     "CALLBACK_SIGNING_SECRET_NAME",
@@ -168,6 +176,8 @@ ALL_SETTINGS: tuple[Setting, ...] = (
     REQUEST_LEASE_SECONDS,
     STATUS_POLL_SECONDS,
     REQUEST_RETENTION_DAYS,
+    CAMPAIGN_MAX_MEMBERS,
+    CAMPAIGN_DEFAULT_PER_HOUR,
     CALLBACK_SIGNING_SECRET_NAME,
     CALLBACK_ALLOW_PRIVATE_NETWORKS,
     CALLBACK_MAX_ATTEMPTS,
@@ -225,6 +235,8 @@ class Settings:
     inbound_signatures_required: bool
     inbound_signing_secret_name: str
     request_retention_days: int = 400
+    campaign_max_members: int = 50000
+    campaign_default_per_hour: int = 600
 
     @property
     def authority(self) -> str:
@@ -385,6 +397,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         inbound_signatures_required=read.boolean(INBOUND_SIGNATURES_REQUIRED),
         inbound_signing_secret_name=read.secret_name(INBOUND_SIGNING_SECRET_NAME),
         request_retention_days=read.integer(REQUEST_RETENTION_DAYS, 1, 3650),
+        campaign_max_members=read.integer(CAMPAIGN_MAX_MEMBERS, 1, 99000),
+        campaign_default_per_hour=read.integer(CAMPAIGN_DEFAULT_PER_HOUR, 1, 36000),
     )
     if not read.problems:
         read.problems.extend(lease_problems(settings))

@@ -260,6 +260,7 @@ SLUGS = {
     "conflict": ("Conflict", 409),
     "cannot-cancel": ("CannotCancel", 409),
     "cannot-retry": ("CannotRetry", 409),
+    "campaign-conflict": ("CampaignConflict", 409),
     "idempotency-key-reused": ("IdempotencyKeyReused", 422),
     "unauthorized": ("Unauthorized", 401),
     "invalid-token": ("InvalidCallerToken", 401),

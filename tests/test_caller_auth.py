@@ -252,6 +252,15 @@ ROUTE_ROLES: dict[str, str] = {
     "get_product_upgrade_request_summary": READ,
     "cancel_product_upgrade_request": SUBMIT,
     "retry_product_upgrade_request": SUBMIT,
+    "create_campaign": SUBMIT,
+    "start_campaign": SUBMIT,
+    "pause_campaign": SUBMIT,
+    "resume_campaign": SUBMIT,
+    "cancel_campaign": SUBMIT,
+    "list_campaigns": READ,
+    "get_campaign": READ,
+    "list_campaign_members": READ,
+    "get_campaign_report": READ,
 }
 
 
@@ -281,6 +290,23 @@ def call_route(api: Api, name: str) -> Any:
             name, "POST", f"product-upgrade-requests/{request_id}/retry", route_params={"requestId": request_id}
         ),
     }
+    campaign_id = str(uuid.uuid4())
+    for action in ("start", "pause", "resume", "cancel"):
+        calls[f"{action}_campaign"] = lambda action=action: api.call(
+            f"{action}_campaign", "POST", f"campaigns/{campaign_id}/{action}", route_params={"campaignId": campaign_id}
+        )
+    calls["create_campaign"] = lambda: api.call(
+        name, "POST", "campaigns", json_body={"name": "n", "customers": [str(uuid.uuid4())]}
+    )
+    calls["list_campaigns"] = lambda: api.call(name, "GET", "campaigns")
+    for route, suffix in (
+        ("get_campaign", ""),
+        ("list_campaign_members", "/members"),
+        ("get_campaign_report", "/report"),
+    ):
+        calls[route] = lambda suffix=suffix: api.call(
+            name, "GET", f"campaigns/{campaign_id}{suffix}", route_params={"campaignId": campaign_id}
+        )
     return calls[name]()
 
 

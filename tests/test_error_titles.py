@@ -23,6 +23,7 @@ EXPECTED: dict[type[errors.UpgradeError], tuple[int, str, tuple[str, ...], tuple
     errors.Conflict: (409, "conflict", ("conflicts",), ("Partner Center",)),
     errors.CannotCancel: (409, "cannot-cancel", ("cancelled",), ()),
     errors.CannotRetry: (409, "cannot-retry", ("retried",), ()),
+    errors.CampaignConflict: (409, "campaign-conflict", ("campaign",), ("Partner Center",)),
     errors.IdempotencyKeyReused: (422, "idempotency-key-reused", ("Idempotency-Key",), ("Partner Center",)),
     errors.Unauthorized: (401, "unauthorized", ("authenticated",), ("Partner Center",)),
     errors.InvalidCallerToken: (401, "invalid-token", ("Entra ID", "token"), ("Partner Center",)),

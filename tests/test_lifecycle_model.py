@@ -162,7 +162,8 @@ def check_invariants(world: World) -> Violations:
     records = {record.request_id: record for record in world.store_records()}
     calls = world.partner_center_calls()
     for customer in world.customers:
-        # I1: at most one upgrade per customer and product family at Partner Center (one that
+        # I1: at most one upgrade per customer and product family at Partner Center
+        # (campaigns included) (one that
         # Partner Center reports failed does not count: a new request may try again).
         states = world.sandbox.upgrade_states(customer)
         v.check("I1", len([s for s in states if s != "failed"]) <= 1, f"{customer} has upgrades {states}")
@@ -329,6 +330,7 @@ class World:
     accepted: dict[str, str] = field(default_factory=dict)  # request id -> customer
     retired: set[str] = field(default_factory=set)  # accepted requests retention deleted
     keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> request id
+    campaigns_to_start: list[str] = field(default_factory=list)  # campaigns made without autoStart
     seen_lines: int = 0
     seen_bodies: int = 0
     seen_deliveries: int = 0
@@ -840,6 +842,31 @@ class LifecycleModel(RuleBasedStateMachine):
                 world.retired.add(request_id)
                 world.expect("I8", stored.record.is_final, f"retention deleted {request_id}, {stored.record.state}")
         self.step(f"storage fails in {operation}" if refused else f"{operation} (storage outage armed, not reached)")
+
+    @rule(both=st.booleans(), auto_start=st.booleans())
+    def campaign(self, both: bool, auto_start: bool) -> None:
+        """A transition campaign over one or both customers (issue 19), at the fastest pace: its
+        requests go through the same intake, so I1 (one upgrade per customer) holds with it too."""
+        world = self.world
+        customers = world.customers if both else world.customers[:1]
+        body = {"name": "model", "customers": customers, "perHour": 36000, "autoStart": auto_start}
+        reply = world.api.call("create_campaign", "POST", "campaigns", json_body=body)
+        assert reply.status == 202, reply.body[:300]
+        if not auto_start:
+            world.campaigns_to_start.append(reply.json()["campaignId"])
+        self.step("campaign")
+
+    @rule(pick=st.integers(0, 5))
+    def start_campaign(self, pick: int) -> None:
+        """An operator starts a campaign made without autoStart (409 while it is still assessing)."""
+        if not self.world.campaigns_to_start:
+            return
+        campaign_id = self.world.campaigns_to_start[pick % len(self.world.campaigns_to_start)]
+        reply = self.world.api.call(
+            "start_campaign", "POST", f"campaigns/{campaign_id}/start", route_params={"campaignId": campaign_id}
+        )
+        assert reply.status in (200, 409), reply.body[:300]
+        self.step("start campaign")
 
     # the timer, on two instances, and time passing
 

@@ -256,6 +256,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'REQUEST_RETENTION_DAYS'
           value: settings.REQUEST_RETENTION_DAYS
         }
+        {
+          name: 'CAMPAIGN_MAX_MEMBERS'
+          value: settings.CAMPAIGN_MAX_MEMBERS
+        }
+        {
+          name: 'CAMPAIGN_DEFAULT_PER_HOUR'
+          value: settings.CAMPAIGN_DEFAULT_PER_HOUR
+        }
       ]
     }
   }

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import azure.functions as func
 
+from shared.api.campaign_wiring import campaign_runner
 from shared.runtime import get_runtime
 from shared.telemetry import attributes, metrics, spans
 from shared.upgrade_requests.timer_run import RunReport
@@ -29,6 +30,7 @@ def process_pending(timer: func.TimerRequest | None = None, context: func.Contex
             budget_seconds=settings.pending_run_seconds,
             thread_initializer=_invocation_binder(context),
             retention_days=settings.request_retention_days,
+            campaigns=lambda until: campaign_runner(runtime).run(until).as_dict(),
         )
         span.set(
             {

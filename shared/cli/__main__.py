@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.cli import campaign, exit_codes, migrate
+from shared.cli import campaign, campaigns, exit_codes, migrate
 from shared.cli.messages import error_line, plural
 from shared.cli.results_file import OUTPUT_FORMATS
 from shared.correlation import CallContext, log_scope
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("process-pending", help="one timer run now")
     campaign.add_commands(commands)  # more commands: one line per module
     migrate.add_commands(commands)
+    campaigns.add_commands(commands)
     return parser
 
 

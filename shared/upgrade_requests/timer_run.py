@@ -60,6 +60,7 @@ class RunReport:
     # The backlog this run found: pending requests due now, and how long the oldest has waited.
     pending_due: int = 0
     oldest_pending_seconds: float | None = None
+    campaigns: dict[str, object] = field(default_factory=dict)  # the campaign runner's report
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -74,6 +75,7 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "pendingDue": self.pending_due,
             "oldestPendingSeconds": None if self.oldest_pending_seconds is None else round(self.oldest_pending_seconds),
+            "campaigns": self.campaigns,
         }
 
 
@@ -108,10 +110,11 @@ def process_pending(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None = None,
     retention_days: int | None = None,
+    campaigns: Callable[[float], dict[str, object]] | None = None,
 ) -> RunReport:
     # A claim's final write is one storage call: a tenth of the run (at most 10 s) is kept for it.
     with deadline(budget_seconds, reserve_share=RUN_RESERVE_SHARE):
-        return _run(processor, owner, concurrency, budget_seconds, thread_initializer, retention_days)
+        return _run(processor, owner, concurrency, budget_seconds, thread_initializer, retention_days, campaigns)
 
 
 def _run(
@@ -121,6 +124,7 @@ def _run(
     budget_seconds: float,
     thread_initializer: Callable[[], None] | None,
     retention_days: int | None,
+    campaigns: Callable[[float], dict[str, object]] | None = None,
 ) -> RunReport:
     started = time.monotonic()
     run_deadline = started + budget_seconds
@@ -194,6 +198,10 @@ def _run(
         with lock:
             report.callbacks[state] += 1
 
+    # Campaign steps are one call each: they may go on until the run's reserve (a paced campaign
+    # then works for most of the schedule's interval, not only until the claim cutoff).
+    campaigns_until = run_deadline - min(10.0, RUN_RESERVE_SHARE * budget_seconds)
+    campaign_thread = _campaign_thread(campaigns, campaigns_until, report, thread_initializer)
     with ThreadPoolExecutor(
         max_workers=concurrency, thread_name_prefix="pending", initializer=thread_initializer
     ) as pool:
@@ -211,6 +219,8 @@ def _run(
     if retention_days is not None and time.monotonic() < claims_until and not out_of_time.is_set():
         cutoff = processor.clock() - timedelta(days=retention_days)
         report.expired_deleted = processor.store.purge_expired(cutoff, RETENTION_BATCH, at_most_every=RETENTION_EVERY)
+    if campaign_thread is not None:
+        campaign_thread.join()
     report.seconds = time.monotonic() - started
     log.info(
         "pending.run_summary owner=%s due=%s done=%s left=%s callbacks=%s repaired=%s expired_deleted=%s",
@@ -224,3 +234,32 @@ def _run(
     )
     log.info("pending.run_finished owner=%s report=%s", owner, report.as_dict())
     return report
+
+
+def _campaign_thread(
+    campaigns: Callable[[float], dict[str, object]] | None,
+    until: float,
+    report: RunReport,
+    thread_initializer: Callable[[], None] | None,
+) -> threading.Thread | None:
+    """Campaign work (`shared.upgrade_requests.campaigns.runner`) beside the requests' pool, on a
+    thread of its own: its calls are paced (spread over the run, not burst at its start), so it
+    must not hold one of the pool's workers. It ends by `until` (the run's reserve)."""
+    if campaigns is None:
+        return None
+    run = campaigns  # narrowed for the closure
+
+    def work() -> None:
+        if thread_initializer is not None:
+            thread_initializer()
+        try:
+            report.campaigns = run(until)
+        except Exception:  # campaigns must not stop the requests' work
+            log.exception("campaigns.run_failed")
+            report.campaigns = {"error": True}
+
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name="pending-campaigns", daemon=True
+    )
+    thread.start()
+    return thread

@@ -124,7 +124,65 @@ class Scenarios:
             ("POST", "/api/product-upgrades/eligibility"): {
                 200: lambda: api.eligibility(self.customer()),
             },
+            ("POST", "/api/campaigns"): {
+                202: lambda: self._create_campaign(),
+                400: lambda: self._create_campaign(["not-a-guid"]),
+            },
+            ("GET", "/api/campaigns"): {200: lambda: api.call("list_campaigns", "GET", "campaigns")},
+            ("GET", "/api/campaigns/{campaignId}"): {
+                200: lambda: self._campaign("get_campaign", "GET", self._campaign_id()),
+                404: lambda: self._campaign("get_campaign", "GET", str(uuid.uuid4())),
+            },
+            ("POST", "/api/campaigns/{campaignId}/start"): {
+                200: lambda: self._campaign("start_campaign", "POST", self._ready_campaign_id(), "start"),
+                409: lambda: self._campaign("start_campaign", "POST", self._campaign_id(), "start"),  # assessing
+            },
+            ("POST", "/api/campaigns/{campaignId}/pause"): {
+                200: lambda: self._campaign("pause_campaign", "POST", self._campaign_id(), "pause"),
+                409: lambda: self._campaign("pause_campaign", "POST", self._cancelled_campaign_id(), "pause"),
+            },
+            ("POST", "/api/campaigns/{campaignId}/resume"): {
+                200: lambda: self._campaign("resume_campaign", "POST", self._paused_campaign_id(), "resume"),
+                409: lambda: self._campaign("resume_campaign", "POST", self._campaign_id(), "resume"),
+            },
+            ("POST", "/api/campaigns/{campaignId}/cancel"): {
+                200: lambda: self._campaign("cancel_campaign", "POST", self._campaign_id(), "cancel"),
+            },
+            ("GET", "/api/campaigns/{campaignId}/members"): {
+                200: lambda: self._campaign("list_campaign_members", "GET", self._campaign_id(), "members"),
+            },
+            ("GET", "/api/campaigns/{campaignId}/report"): {
+                200: lambda: self._campaign("get_campaign_report", "GET", self._campaign_id(), "report"),
+            },
         }
+
+    def _create_campaign(self, customers: list[str] | None = None):
+        body = {"name": "readme", "customers": customers or [str(uuid.uuid4())]}
+        return self.api.call("create_campaign", "POST", "campaigns", json_body=body)
+
+    def _campaign_id(self) -> str:
+        return self._create_campaign().json()["campaignId"]
+
+    def _campaign(self, name: str, method: str, campaign_id: str, action: str = ""):
+        path = f"campaigns/{campaign_id}" + (f"/{action}" if action else "")
+        return self.api.call(name, method, path, route_params={"campaignId": campaign_id})
+
+    def _ready_campaign_id(self) -> str:
+        from .test_campaign import run_timer
+
+        campaign_id = self._campaign_id()
+        run_timer()  # assessment: the campaign is `ready`
+        return campaign_id
+
+    def _paused_campaign_id(self) -> str:
+        campaign_id = self._campaign_id()
+        assert self._campaign("pause_campaign", "POST", campaign_id, "pause").status == 200
+        return campaign_id
+
+    def _cancelled_campaign_id(self) -> str:
+        campaign_id = self._campaign_id()
+        assert self._campaign("cancel_campaign", "POST", campaign_id, "cancel").status == 200
+        return campaign_id
 
     def _reachable_callback_url(self) -> str:
         """An https URL the SSRF guard accepts offline (a loopback one, allowed for this test)."""

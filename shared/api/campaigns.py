@@ -71,7 +71,7 @@ REPORT_FIELDS = (
 @requires(Role.SUBMIT)
 def create_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     settings = get_settings()
-    max_bytes = 64 * 1024 + 40 * settings.campaign_max_members
+    max_bytes = create_body_limit(settings.campaign_max_members)
     document = read_json_object(req.headers, req.get_body(), steering.CREATE_FIELDS, max_bytes)
     new = steering.new_campaign(
         document,
@@ -333,3 +333,8 @@ def _next_link(req: func.HttpRequest, token: str) -> str:
     query = [(k, v) for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k != "continuationToken"]
     pairs = [(k, value) for k, values in query for value in values] + [("continuationToken", token)]
     return str(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), "")))
+
+
+def create_body_limit(max_members: int) -> int:
+    """A create's body may list `max_members` GUIDs (about 40 bytes each in JSON) and its options."""
+    return 64 * 1024 + 40 * max_members

@@ -312,3 +312,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(str(line))
+
+
+@pytest.fixture
+def held(app_env: dict[str, str]) -> Iterator[Any]:
+    """The runtime store's TableClient wrapped so a test can hold a named thread at a storage call
+    (tests/table_holds.py); unwrapped afterwards."""
+    from shared.runtime import get_runtime
+
+    from .table_holds import HeldTable
+
+    runtime_store = get_runtime().store
+    table = HeldTable(runtime_store._table)
+    runtime_store._table = table
+    yield table
+    runtime_store._table = table._table

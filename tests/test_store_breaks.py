@@ -19,17 +19,8 @@ from shared.upgrade_requests.record import CALLBACK_PENDING, CANCELLED, FAILED, 
 from shared.upgrade_requests.store import ListFilter, customer_bucket
 
 from .conftest import Api
-from .table_holds import WRITES, HeldTable, Worker
+from .table_holds import WRITES, Worker
 from .test_campaign import QUEUE, action, make, run_timer, store
-
-
-@pytest.fixture
-def held() -> Any:
-    runtime_store = get_runtime().store
-    table = HeldTable(runtime_store._table)
-    runtime_store._table = table
-    yield table
-    runtime_store._table = table._table
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from shared.upgrade_requests.record import CALLBACK_PENDING, FAILED, PENDING, ut
 from shared.upgrade_requests.store import ListFilter, RequestStore
 
 from .conftest import Api
-from .table_holds import WRITES, HeldTable, Worker
+from .table_holds import WRITES, Worker
 from .test_campaign import QUEUE, TableEdge, action, make, store
 
 
@@ -43,15 +43,6 @@ def listed_for(customer_id: str, top: int = 2) -> list[Any]:
         if page.continuation_token is None:
             return records
         token = page.continuation_token
-
-
-@pytest.fixture
-def held() -> Any:
-    runtime_store = get_runtime().store
-    table = HeldTable(runtime_store._table)
-    runtime_store._table = table
-    yield table
-    runtime_store._table = table._table
 
 
 def test_repair_racing_a_callback_delete_never_loses_the_request(api: Api, customer_id, held):

@@ -220,9 +220,13 @@ def test_storage_hanging_after_the_create_answers_202_and_the_timer_resolves_it(
     sandbox.faults.add("create_upgrade", "delay", seconds=1.0)  # the create is in flight for a second
 
     def stall_once_stored() -> None:  # the request is stored (submitting): storage now hangs
+        # The row is visible (read directly) before the store's answer has passed the proxy; a
+        # stall in between hung the intake's own write under load (seen once in CI). The create is
+        # in flight for 1 s: stalling 0.4 s after the row shows is still well inside it.
         for _ in range(200):
             rows = direct.query_entities("CustomerId eq @c", parameters={"c": customer_id})
             if any(row.get("State") == "submitting" for row in rows):
+                time.sleep(0.4)
                 storage_proxy.stalled.set()
                 return
             time.sleep(0.02)

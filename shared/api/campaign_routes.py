@@ -37,15 +37,15 @@ SUMMARY_PARAMETERS = ("createdFrom", "createdTo")
 @requires(Role.READ)
 def list_requests(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrade-requests: one page of stored requests matching the filters."""
-    query = _query(req, LIST_PARAMETERS)
+    query = query_parameters(req, LIST_PARAMETERS)
     selection = list_filter(query)
-    top = _top(query.get("top"))
+    top = page_size(query.get("top"))
     tokens = query.get("continuationToken") or []
     token = tokens[-1] if tokens else None
     page = get_runtime().store.list_page(selection, top, token)
     body: dict[str, Any] = {"value": [_listed(record.public_view(), req) for record in page.records]}
     if page.continuation_token:
-        body["nextLink"] = _next_link(req, page.continuation_token)
+        body["nextLink"] = next_link(req, page.continuation_token)
     return json_response(body, 200, correlation_id)
 
 
@@ -53,7 +53,7 @@ def list_requests(req: func.HttpRequest, correlation_id: str) -> func.HttpRespon
 @requires(Role.READ)
 def summary(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     """GET product-upgrade-requests/summary: counts by state and last error, oldest pending age."""
-    query = _query(req, SUMMARY_PARAMETERS)
+    query = query_parameters(req, SUMMARY_PARAMETERS)
     created_from = _time(query, "createdFrom") or utc_now() - timedelta(days=SUMMARY_DEFAULT_DAYS)
     created_to = _time(query, "createdTo")
     _check_window(created_from, created_to)
@@ -120,7 +120,7 @@ def list_filter(query: dict[str, list[str]]) -> ListFilter:
     return ListFilter(tuple(states), customer_id, created_from, created_to)
 
 
-def _query(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+def query_parameters(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, list[str]]:
     """Every query parameter with all its values (a repeated `state` keeps each); unknown names
     are refused so a misspelt filter never silently lists everything."""
     query = parse_qs(urlsplit(req.url).query, keep_blank_values=True)
@@ -131,7 +131,8 @@ def _query(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, list[st
     return query
 
 
-def _top(values: list[str] | None) -> int:
+def page_size(values: list[str] | None) -> int:
+    """`top`: 1-MAX_PAGE, DEFAULT_PAGE when absent (every paged route: requests, campaigns, members)."""
     if not values:
         return DEFAULT_PAGE
     value = values[-1]
@@ -174,7 +175,8 @@ def _listed(view: dict[str, Any], req: func.HttpRequest) -> dict[str, Any]:
     return view
 
 
-def _next_link(req: func.HttpRequest, token: str) -> str:
+def next_link(req: func.HttpRequest, token: str) -> str:
+    """The request's own URL with `continuationToken` replaced: every filter carries over."""
     parts = urlsplit(req.url)
     query = [(k, v) for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k != "continuationToken"]
     pairs = [(k, value) for k, values in query for value in values] + [("continuationToken", token)]

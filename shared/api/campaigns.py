@@ -20,11 +20,12 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import azure.functions as func
 
 from shared.api.caller_auth import Role, current_caller, requires
+from shared.api.campaign_routes import next_link, page_size, query_parameters
 from shared.api.campaign_wiring import campaign_store
 from shared.api.responses import json_response
 from shared.api.upgrade_routes import handled
@@ -45,10 +46,8 @@ from shared.upgrade_requests.campaigns.model import (
     iso,
 )
 from shared.upgrade_requests.record import utc_now
-from shared.validation import read_json_object, refuse_unknown
+from shared.validation import read_json_object
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 500
 _LIST_TOKEN = re.compile(rf"^\d{{10}}\|{GUID_PATTERN}$", re.ASCII)
 _MEMBER_TOKEN = re.compile(rf"^m\|{GUID_PATTERN}$", re.ASCII)
 REPORT_FIELDS = (
@@ -88,20 +87,20 @@ def create_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResp
 @handled
 @requires(Role.READ)
 def list_campaigns(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    query = _query(req, ("top", "continuationToken"))
-    top = _top(query)
+    query = query_parameters(req, ("top", "continuationToken"))
+    top = page_size(query.get("top"))
     token = _token(query, _LIST_TOKEN)
     campaigns, after = campaign_store().list_page(top, token)
     body: dict[str, Any] = {"value": [campaign_view(campaign, app_root(req)) for campaign in campaigns]}
     if after:
-        body["nextLink"] = _next_link(req, after)
+        body["nextLink"] = next_link(req, after)
     return json_response(body, 200, correlation_id)
 
 
 @handled
 @requires(Role.READ)
 def get_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    _query(req, ())
+    query_parameters(req, ())
     stored = steering.get(campaign_store(), _campaign_id(req))
     return json_response(campaign_view(stored.campaign, app_root(req)), 200, correlation_id)
 
@@ -141,7 +140,7 @@ def cancel_campaign(req: func.HttpRequest, correlation_id: str) -> func.HttpResp
 @handled
 @requires(Role.READ)
 def list_members(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    query = _query(req, ("state", "top", "continuationToken"))
+    query = query_parameters(req, ("state", "top", "continuationToken"))
     campaign_id = _campaign_id(req)
     states = query.get("state") or []
     state = states[-1].strip().lower() if states else None
@@ -149,17 +148,17 @@ def list_members(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
         raise InvalidRequest(f"state must be one of: {', '.join(MEMBER_STATES)}", extensions={"parameter": "state"})
     store = campaign_store()
     steering.get(store, campaign_id)
-    members, after = store.members_page(campaign_id, state, _top(query), _token(query, _MEMBER_TOKEN))
+    members, after = store.members_page(campaign_id, state, page_size(query.get("top")), _token(query, _MEMBER_TOKEN))
     body: dict[str, Any] = {"value": [member.public_view() for member in members]}
     if after:
-        body["nextLink"] = _next_link(req, after)
+        body["nextLink"] = next_link(req, after)
     return json_response(body, 200, correlation_id)
 
 
 @handled
 @requires(Role.READ)
 def campaign_report(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
-    _query(req, ())
+    query_parameters(req, ())
     campaign_id = _campaign_id(req)
     store = campaign_store()
     steering.get(store, campaign_id)
@@ -298,25 +297,6 @@ def _campaign_id(req: func.HttpRequest) -> str:
     return value
 
 
-def _query(req: func.HttpRequest, allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    query = parse_qs(urlsplit(req.url).query, keep_blank_values=True)
-    for name, value in req.params.items():
-        query.setdefault(name, [value])
-    query.pop("code", None)
-    refuse_unknown(query, "query parameter(s)", {"allowedParameters": list(allowed)})
-    return query
-
-
-def _top(query: dict[str, list[str]]) -> int:
-    values = query.get("top")
-    if not values:
-        return DEFAULT_PAGE
-    value = values[-1]
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise InvalidRequest(f"top must be a whole number from 1 to {MAX_PAGE}", extensions={"parameter": "top"})
-    return int(value)
-
-
 def _token(query: dict[str, list[str]], pattern: re.Pattern[str]) -> str | None:
     values = query.get("continuationToken")
     if not values:
@@ -326,13 +306,6 @@ def _token(query: dict[str, list[str]], pattern: re.Pattern[str]) -> str | None:
             "continuationToken is not valid: take it from nextLink", extensions={"parameter": "continuationToken"}
         )
     return values[-1].lower()
-
-
-def _next_link(req: func.HttpRequest, token: str) -> str:
-    parts = urlsplit(req.url)
-    query = [(k, v) for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k != "continuationToken"]
-    pairs = [(k, value) for k, values in query for value in values] + [("continuationToken", token)]
-    return str(urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), "")))
 
 
 def create_body_limit(max_members: int) -> int:

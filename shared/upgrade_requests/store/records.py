@@ -21,11 +21,6 @@ from shared.upgrade_requests.store.table import WriteConflict
 
 
 class Records(Moves):
-    def create(self, record: UpgradeRequestRecord) -> Stored:
-        """Insert a new active record alone (its lock is written by `create_with_lock`)."""
-        etag = self._insert(to_entity(record, active_pk(record.request_id), 1))
-        return Stored(record, f"{ACTIVE} 1 {etag}")
-
     def get(self, request_id: str) -> Stored | None:
         """The record: its active copy if there is one (the truth while it exists), else its final one."""
         entity = self._get(active_pk(request_id), request_id)
